@@ -1,0 +1,307 @@
+"""`nmt prepare`: parallel text in, tokenizers + encoded arrays + manifest out.
+
+The data directory is built in a temporary folder beside it and renamed into place, so an
+interrupted run leaves either the previous complete directory or none.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from nmt_cli import __version__
+from nmt_cli.corpus import (
+    DEFAULT_CORPUS,
+    KnownCorpus,
+    SPLITS,
+    catalogue,
+    download,
+    file_sha256,
+    locate_splits,
+    read_parallel,
+    split_files,
+)
+from nmt_cli.errors import UserError
+from nmt_cli.progress import Reporter
+from nmt_cli.tokenizer import SPECIAL_IDS, Tokenizer, style, train_tokenizer
+
+MANIFEST = "manifest.json"
+HELD_OUT_DEV_MAX = 1000
+
+
+@dataclass
+class PrepareOptions:
+    data_dir: Path = Path("data/prepared")
+    source: str | None = None  # None: the default corpus; else a folder or a base URL
+    src_lang: str = "en"
+    tgt_lang: str = "ja"
+    vocab_size: int = 8000
+    max_length: int = 80
+    max_pairs: int | None = None
+    src_style: str | None = None  # None: the known corpus' style, else "raw"
+    tgt_style: str | None = None
+    force: bool = False
+
+
+@dataclass
+class PrepareResult:
+    manifest: dict
+    rebuilt: bool
+
+
+def tokenizer_file(lang: str) -> str:
+    return f"spm.{lang}.model"
+
+
+def encoded_file(split: str) -> str:
+    return f"{split}.npz"
+
+
+def load_manifest(data_dir: Path) -> dict:
+    path = Path(data_dir) / MANIFEST
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"{data_dir} is not a prepared data directory (no {MANIFEST}); run `nmt prepare` first") from None
+    except (OSError, json.JSONDecodeError) as error:
+        raise UserError(f"cannot read {path}: {error}; rebuild it with `nmt prepare --force`") from None
+
+
+def load_encoded(data_dir: Path, split: str) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The source and target id sequences of a prepared split (without bos/eos)."""
+    path = Path(data_dir) / encoded_file(split)
+    try:
+        with np.load(path) as arrays:
+            return tuple(  # type: ignore[return-value]
+                _unflatten(arrays[f"{side}_ids"], arrays[f"{side}_offsets"]) for side in ("source", "target")
+            )
+    except FileNotFoundError:
+        raise UserError(f"{path} is missing; rebuild the data directory with `nmt prepare --force`") from None
+
+
+def _unflatten(ids: np.ndarray, offsets: np.ndarray) -> list[np.ndarray]:
+    return [ids[start:end] for start, end in zip(offsets[:-1], offsets[1:])]
+
+
+def prepare(options: PrepareOptions, reporter: Reporter | None = None) -> PrepareResult:
+    reporter = reporter or Reporter()
+    if options.src_lang == options.tgt_lang:
+        raise UserError("--src-lang and --tgt-lang must differ")
+    if options.max_pairs is not None and options.max_pairs < 1:
+        raise UserError("--max-pairs must be at least 1")
+    data_dir = Path(options.data_dir)
+    _refuse_foreign_directory(data_dir)
+    data_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=data_dir.parent, prefix=f".{data_dir.name}.tmp-"))
+    try:
+        source = _gather_source(options, staging / "raw", reporter, data_dir)
+        if source is None:
+            return PrepareResult(load_manifest(data_dir), rebuilt=False)
+        fingerprint = _fingerprint(source.checksums, source.styles, options)
+        if not options.force and _current_fingerprint(data_dir) == fingerprint:
+            return PrepareResult(load_manifest(data_dir), rebuilt=False)
+        out = staging / "out"
+        out.mkdir()
+        manifest = _build(source, options, fingerprint, out, reporter)
+        _swap_into_place(out, data_dir)
+        return PrepareResult(manifest, rebuilt=True)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+@dataclass
+class _Source:
+    description: dict
+    splits: dict[str, tuple[Path, Path]]
+    checksums: dict[str, str]
+    styles: dict[str, str]
+
+
+def _gather_source(options: PrepareOptions, raw: Path, reporter: Reporter, data_dir: Path) -> _Source | None:
+    """Locate (downloading if needed) the corpus files; None when the known corpus is already prepared."""
+    langs = (options.src_lang, options.tgt_lang)
+    if options.source is None:
+        known = catalogue()[DEFAULT_CORPUS]
+        missing = [lang for lang in langs if lang not in known.languages]
+        if missing:
+            raise UserError(f"{known.name} has no {missing[0]!r} side; its languages are {', '.join(known.languages)}")
+        names = [name for split in SPLITS for name in split_files(split, *langs)]
+        checksums = {name: known.sha256[name] for name in names}
+        styles = {lang: known.styles[lang] for lang in langs}
+        if not options.force and _current_fingerprint(data_dir) == _fingerprint(checksums, styles, options):
+            return None
+        raw.mkdir()
+        download(known.base_url, names, raw, reporter, sha256=known.sha256)
+        return _Source({"kind": "catalogue", "name": known.name, "url": known.base_url}, locate_splits(raw, *langs), checksums, styles)
+    if options.source.startswith(("http://", "https://")):
+        raw.mkdir()
+        base = options.source if options.source.endswith("/") else options.source + "/"
+        names = [name for split in SPLITS for name in split_files(split, *langs)]
+        optional = frozenset(name for name in names if not name.startswith("train."))
+        download(base, names, raw, reporter, optional=optional)
+        splits = locate_splits(raw, *langs)
+        description = {"kind": "url", "url": base}
+    else:
+        folder = Path(options.source)
+        splits = locate_splits(folder, *langs)
+        description = {"kind": "folder", "path": str(folder.resolve())}
+    checksums = {path.name: file_sha256(path) for pair in splits.values() for path in pair}
+    styles = {lang: "raw" for lang in langs}
+    known = _recognise(checksums)
+    if known is not None:
+        # A copy of a known corpus keeps that corpus' text styles, so translation normalises input.
+        description["corpus"] = known.name
+        styles = {lang: known.styles[lang] for lang in langs}
+        reporter.note(f"recognised {known.name} by its checksums")
+    return _Source(description, splits, checksums, styles)
+
+
+def _recognise(checksums: dict[str, str]) -> KnownCorpus | None:
+    for known in catalogue().values():
+        if all(known.sha256.get(name) == digest for name, digest in checksums.items()):
+            return known
+    return None
+
+
+def _fingerprint(checksums: dict[str, str], styles: dict[str, str], options: PrepareOptions) -> str:
+    settings = asdict(options)
+    for key in ("data_dir", "source", "force"):
+        settings.pop(key)
+    payload = json.dumps(
+        {"files": checksums, "styles": styles, "options": settings, "version": __version__}, sort_keys=True
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def _current_fingerprint(data_dir: Path) -> str | None:
+    try:
+        return json.loads((data_dir / MANIFEST).read_text(encoding="utf-8")).get("fingerprint")
+    except (OSError, ValueError):
+        return None
+
+
+def _refuse_foreign_directory(data_dir: Path) -> None:
+    if data_dir.exists() and any(data_dir.iterdir()) and not (data_dir / MANIFEST).exists():
+        raise UserError(f"{data_dir} exists and is not a prepared data directory; choose another --data-dir")
+
+
+def _build(source: _Source, options: PrepareOptions, fingerprint: str, out: Path, reporter: Reporter) -> dict:
+    langs = (options.src_lang, options.tgt_lang)
+    styles = {
+        options.src_lang: options.src_style or source.styles[options.src_lang],
+        options.tgt_lang: options.tgt_style or source.styles[options.tgt_lang],
+    }
+    for name in styles.values():
+        style(name)
+
+    with reporter.task("read corpus", total=len(source.splits)) as task:
+        text = {}
+        for split, (src_path, tgt_path) in source.splits.items():
+            text[split] = read_parallel(src_path, tgt_path)
+            task.advance()
+    file_lines = {path.name: len(text[split][0]) for split, pair in source.splits.items() for path in pair}
+    train_src, train_tgt = text["train"]
+    if options.max_pairs is not None:
+        train_src, train_tgt = train_src[: options.max_pairs], train_tgt[: options.max_pairs]
+    held_out = "dev" not in text
+    if held_out:
+        size = max(1, min(HELD_OUT_DEV_MAX, len(train_src) // 50))
+        if len(train_src) < 2:
+            raise UserError("the training split needs at least 2 pairs when there is no dev split to hold out from it")
+        text["dev"] = (train_src[-size:], train_tgt[-size:])
+        train_src, train_tgt = train_src[:-size], train_tgt[:-size]
+        reporter.note(f"no dev split: holding out the last {size} training pairs for validation")
+
+    kept = [i for i, (s, t) in enumerate(zip(train_src, train_tgt)) if s.strip() and t.strip()]
+    dropped = {"empty": len(train_src) - len(kept)}
+    train_src, train_tgt = [train_src[i] for i in kept], [train_tgt[i] for i in kept]
+    if not train_src:
+        raise UserError("the training split has no pair with text on both sides")
+
+    tokenizers: dict[str, Tokenizer] = {}
+    vocabulary = {}
+    with reporter.task("train tokenizers", total=2) as task:
+        for lang, sentences in zip(langs, (train_src, train_tgt)):
+            tokenizers[lang] = train_tokenizer(sentences, options.vocab_size)
+            actual = tokenizers[lang].vocab_size
+            vocabulary[lang] = {"requested": options.vocab_size, "actual": actual, "model": tokenizer_file(lang)}
+            if actual < options.vocab_size:
+                reporter.note(
+                    f"{lang} vocabulary: {actual} pieces, fewer than the {options.vocab_size} asked for: "
+                    "this is all the training text supports"
+                )
+            task.advance()
+
+    encoded: dict[str, tuple[list[list[int]], list[list[int]]]] = {}
+    with reporter.task("encode", total=len(text)) as task:
+        for split in text:
+            src, tgt = (train_src, train_tgt) if split == "train" else text[split]
+            encoded[split] = (tokenizers[langs[0]].encode(src), tokenizers[langs[1]].encode(tgt))
+            task.advance()
+    src_ids, tgt_ids = encoded["train"]
+    fits = [i for i, (s, t) in enumerate(zip(src_ids, tgt_ids)) if len(s) <= options.max_length and len(t) <= options.max_length]
+    dropped["too_long"] = len(src_ids) - len(fits)
+    encoded["train"] = ([src_ids[i] for i in fits], [tgt_ids[i] for i in fits])
+    if not fits:
+        raise UserError(f"every training pair is longer than --max-length {options.max_length} pieces; raise it")
+
+    for lang, tokenizer in tokenizers.items():
+        (out / tokenizer_file(lang)).write_bytes(tokenizer.model_proto)
+    dtype = np.uint16 if max(options.vocab_size, *(t.vocab_size for t in tokenizers.values())) <= 65535 else np.int32
+    splits_info = {}
+    lengths = {}
+    for split, (src, tgt) in encoded.items():
+        _save_encoded(out / encoded_file(split), src, tgt, dtype)
+        if split != "train":
+            for lang, lines in zip(langs, text[split]):
+                (out / f"{split}.{lang}").write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+        splits_info[split] = {"pairs": len(src)}
+        lengths[split] = {lang: _length_stats(ids) for lang, ids in zip(langs, (src, tgt))}
+    splits_info["train"]["dropped"] = dropped
+    splits_info["dev"]["held_out_from_train"] = held_out
+
+    manifest = {
+        "tool_version": __version__,
+        "fingerprint": fingerprint,
+        "source": source.description,
+        "languages": {"source": langs[0], "target": langs[1]},
+        "styles": styles,
+        "files": {name: {"sha256": digest, "lines": file_lines[name]} for name, digest in source.checksums.items()},
+        "splits": splits_info,
+        "options": {"vocab_size": options.vocab_size, "max_length": options.max_length, "max_pairs": options.max_pairs},
+        "vocabulary": vocabulary,
+        "special_ids": dict(SPECIAL_IDS),
+        "token_lengths": lengths,
+    }
+    (out / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return manifest
+
+
+def _save_encoded(path: Path, src: list[list[int]], tgt: list[list[int]], dtype: type) -> None:
+    arrays = {}
+    for side, seqs in (("source", src), ("target", tgt)):
+        arrays[f"{side}_ids"] = np.fromiter((i for seq in seqs for i in seq), dtype=dtype)
+        arrays[f"{side}_offsets"] = np.concatenate([[0], np.cumsum([len(seq) for seq in seqs])]).astype(np.int64)
+    np.savez(path, **arrays)
+
+
+def _length_stats(seqs: list[list[int]]) -> dict[str, float]:
+    lengths = np.array([len(seq) for seq in seqs] or [0])
+    return {"mean": round(float(lengths.mean()), 2), "p95": float(np.percentile(lengths, 95)), "max": int(lengths.max())}
+
+
+def _swap_into_place(out: Path, data_dir: Path) -> None:
+    if data_dir.exists():
+        old = data_dir.with_name(f".{data_dir.name}.old-{os.getpid()}")
+        os.replace(data_dir, old)
+        os.replace(out, data_dir)
+        shutil.rmtree(old)
+    else:
+        os.replace(out, data_dir)

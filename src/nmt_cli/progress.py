@@ -1,0 +1,42 @@
+"""How the core reports progress without knowing about terminals.
+
+The core calls a `Reporter`; the CLI passes one that renders with rich, tests pass the silent
+default or a recording one.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator, Protocol
+
+
+class Task(Protocol):
+    def advance(self, amount: float = 1, **fields: object) -> None: ...
+
+    def reset(self, total: float | None = None, description: str | None = None) -> None: ...
+
+
+class _SilentTask:
+    def advance(self, amount: float = 1, **fields: object) -> None:
+        pass
+
+    def reset(self, total: float | None = None, description: str | None = None) -> None:
+        pass
+
+
+class Reporter:
+    """Receives progress from the core. The base class ignores everything."""
+
+    @contextmanager
+    def task(self, description: str, total: float | None = None, unit: str = "") -> Iterator[Task]:
+        """A unit of work with an optional known size; `advance` as it proceeds."""
+        yield _SilentTask()
+
+    def note(self, message: str) -> None:
+        """Something worth telling the user that is not a problem."""
+
+    def warn(self, message: str) -> None:
+        """Something the user should know is not as they asked."""
+
+    def epoch_end(self, epoch: int, metrics: dict[str, float]) -> None:
+        """One training epoch finished (1-based epoch number)."""
