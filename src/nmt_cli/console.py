@@ -61,7 +61,8 @@ class RichReporter(Reporter):
                 TimeRemainingColumn(),
                 TextColumn("{task.fields[fields]}"),
             ]
-        with Progress(*columns, console=self.console, transient=True) as progress:
+        # Off when stderr is not a terminal: a log file gets the notes and results, not redraws.
+        with Progress(*columns, console=self.console, transient=True, disable=not self.console.is_terminal) as progress:
             yield _RichTask(progress, progress.add_task(description, total=total, fields=""))
 
     def note(self, message: str) -> None:

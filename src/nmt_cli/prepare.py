@@ -145,7 +145,12 @@ def _gather_source(options: PrepareOptions, raw: Path, reporter: Reporter, data_
         base = options.source if options.source.endswith("/") else options.source + "/"
         names = [name for split in SPLITS for name in split_files(split, *langs)]
         optional = frozenset(name for name in names if not name.startswith("train."))
-        download(base, names, raw, reporter, optional=optional)
+        fetched = set(download(base, names, raw, reporter, optional=optional))
+        for split in SPLITS:
+            pair = split_files(split, *langs)
+            if len(fetched & set(pair)) == 1:
+                missing = next(name for name in pair if name not in fetched)
+                raise UserError(f"{base}{missing} is missing: every {split} split needs both {pair[0]} and {pair[1]}")
         splits = locate_splits(raw, *langs)
         description = {"kind": "url", "url": base}
     else:
@@ -188,6 +193,8 @@ def _current_fingerprint(data_dir: Path) -> str | None:
 
 
 def _refuse_foreign_directory(data_dir: Path) -> None:
+    if data_dir.exists() and not data_dir.is_dir():
+        raise UserError(f"--data-dir {data_dir} is a file, not a folder; choose another --data-dir")
     if data_dir.exists() and any(data_dir.iterdir()) and not (data_dir / MANIFEST).exists():
         raise UserError(f"{data_dir} exists and is not a prepared data directory; choose another --data-dir")
 

@@ -135,8 +135,8 @@ def train_tokenizer(sentences: Iterable[str], vocab_size: int) -> Tokenizer:
 def _explain_training_error(message: str, vocab_size: int) -> str:
     required = re.search(r"smaller than required_chars\. \d+ vs (\d+)", message)
     if required:
-        # Characters, plus the 4 special pieces and the 256 byte-fallback pieces.
-        smallest = int(required.group(1)) + len(SPECIAL_IDS) + 256
+        # SentencePiece's count already includes the special and byte-fallback pieces.
+        smallest = int(required.group(1))
         return (
             f"--vocab-size {vocab_size} is too small for this corpus' characters; "
             f"use --vocab-size {smallest} or more"

@@ -1,0 +1,176 @@
+"""Shared fixtures for the `nmt prepare` tests.
+
+* `corpus_dir`: the real small_parallel_enja train/dev files (env var NMT_TEST_CORPUS).
+* `make_pairs` / `write_corpus` / `synthetic_corpus`: small deterministic parallel corpora.
+* `http_server`: serves a folder from a loopback HTTP server on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import os
+import random
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_CORPUS_DIR = REPO_ROOT.parent / "shared" / "data" / "small_parallel_enja"
+
+# --------------------------------------------------------------------------------------------
+# The real corpus
+# --------------------------------------------------------------------------------------------
+
+
+def real_corpus_path() -> Path:
+    return Path(os.environ.get("NMT_TEST_CORPUS") or DEFAULT_CORPUS_DIR)
+
+
+@pytest.fixture(scope="session")
+def corpus_dir() -> Path:
+    """The folder holding the real train.{en,ja} and dev.{en,ja}; a missing one fails the test."""
+    folder = real_corpus_path()
+    wanted = ["train.en", "train.ja", "dev.en", "dev.ja"]
+    if not folder.is_dir():
+        pytest.fail(
+            f"real corpus folder {folder} does not exist: set NMT_TEST_CORPUS to the folder holding "
+            f"small_parallel_enja's {', '.join(wanted)}",
+            pytrace=False,
+        )
+    missing = [name for name in wanted if not (folder / name).is_file()]
+    if missing:
+        pytest.fail(
+            f"real corpus folder {folder} lacks {', '.join(missing)}: set NMT_TEST_CORPUS to the folder "
+            f"holding small_parallel_enja's {', '.join(wanted)}",
+            pytrace=False,
+        )
+    return folder
+
+
+# --------------------------------------------------------------------------------------------
+# Synthetic corpora
+# --------------------------------------------------------------------------------------------
+
+EN_WORDS = (
+    "i you he she we they the a this that cat dog bird house tree river book car school friend "
+    "sees likes reads has wants makes big small red blue old new happy quickly today here"
+).split()
+JA_WORDS = (
+    "私 あなた 彼 彼女 私たち 猫 犬 鳥 家 木 川 本 車 学校 友達 "
+    "は が を に で と の 見る 好き 読む ある 欲しい 作る 大きい 小さい 赤い 青い 古い 新しい 今日 ここ です ます"
+).split()
+
+
+def _make_pairs(count: int, seed: int = 0) -> list[tuple[str, str]]:
+    """`count` deterministic pairs of short English-like / Japanese-like word-split lines."""
+    rng = random.Random(seed)
+    pairs = []
+    for _ in range(count):
+        en = " ".join(rng.choice(EN_WORDS) for _ in range(rng.randint(3, 8))) + " ."
+        ja = " ".join(rng.choice(JA_WORDS) for _ in range(rng.randint(3, 8))) + " 。"
+        pairs.append((en, ja))
+    return pairs
+
+
+def _write_split(folder: Path, split: str, pairs: list[tuple[str, str]], langs=("en", "ja")) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for side, lang in enumerate(langs):
+        (folder / f"{split}.{lang}").write_text("".join(pair[side] + "\n" for pair in pairs), encoding="utf-8")
+
+
+def _write_corpus(
+    folder: Path,
+    train: list[tuple[str, str]],
+    dev: list[tuple[str, str]] | None = None,
+    test: list[tuple[str, str]] | None = None,
+) -> Path:
+    """Write train (and dev/test when given) as `{split}.en` / `{split}.ja` into `folder`."""
+    for split, pairs in (("train", train), ("dev", dev), ("test", test)):
+        if pairs is not None:
+            _write_split(folder, split, pairs)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def make_pairs():
+    """The deterministic pair generator: `make_pairs(count, seed=0)`."""
+    return _make_pairs
+
+
+@pytest.fixture(scope="session")
+def write_corpus():
+    """The corpus writer: `write_corpus(folder, train, dev=None, test=None)` -> folder."""
+    return _write_corpus
+
+
+@dataclass
+class SyntheticCorpus:
+    folder: Path
+    train: list[tuple[str, str]]
+    dev: list[tuple[str, str]] | None
+    test: list[tuple[str, str]] | None = None
+
+
+@pytest.fixture
+def synthetic_corpus(tmp_path: Path) -> SyntheticCorpus:
+    """200 clean training pairs and 20 dev pairs in tmp_path/corpus."""
+    train = _make_pairs(200, seed=1)
+    dev = _make_pairs(20, seed=2)
+    folder = _write_corpus(tmp_path / "corpus", train, dev)
+    return SyntheticCorpus(folder, train, dev)
+
+
+# --------------------------------------------------------------------------------------------
+# Loopback HTTP server
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Served:
+    url: str  # ends with "/"
+    folder: Path
+    requests: list[str] = field(default_factory=list)
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    record: list[str]
+
+    def log_message(self, format, *args):  # noqa: A002 - keep test output clean
+        pass
+
+    def do_GET(self):
+        self.record.append(self.path)
+        super().do_GET()
+
+
+@pytest.fixture
+def http_server(monkeypatch):
+    """A factory: `http_server(folder)` serves `folder` on 127.0.0.1 and returns a `Served`.
+
+    Every server started in a test is shut down after it. Proxy variables are neutralised so
+    urllib talks to the loopback address directly.
+    """
+    for name in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    started: list[tuple[http.server.ThreadingHTTPServer, threading.Thread]] = []
+
+    def serve(folder: Path) -> Served:
+        requests: list[str] = []
+        handler = type("Handler", (_QuietHandler,), {"record": requests})
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(handler, directory=str(folder)))
+        thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        thread.start()
+        started.append((server, thread))
+        host, port = server.server_address[:2]
+        return Served(f"http://{host}:{port}/", Path(folder), requests)
+
+    yield serve
+    for server, thread in started:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
