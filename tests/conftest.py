@@ -174,3 +174,61 @@ def http_server(monkeypatch):
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+
+
+LETTERS = "abcdefghij"
+
+
+def reversal_pairs(count: int, seed: int) -> list[tuple[str, str]]:
+    """Letter sequences and their reversal: a task a small seq2seq learns exactly."""
+    rng = random.Random(seed)
+    pairs = []
+    for _ in range(count):
+        letters = [rng.choice(LETTERS) for _ in range(rng.randint(3, 6))]
+        pairs.append((" ".join(letters), " ".join(reversed(letters))))
+    return pairs
+
+
+@pytest.fixture(scope="session")
+def reversal_data(tmp_path_factory) -> Path:
+    """A prepared data directory of the reversal task (2,000 train, 100 dev pairs).
+
+    The source is declared lower-cased English words, so translation lower-cases raw input.
+    """
+    from nmt_cli.prepare import PrepareOptions, prepare
+
+    root = tmp_path_factory.mktemp("reversal")
+    source = root / "corpus"
+    source.mkdir()
+    _write_split(source, "train", reversal_pairs(2000, seed=1))
+    _write_split(source, "dev", reversal_pairs(100, seed=2))
+    prepare(PrepareOptions(data_dir=root / "prepared", source=str(source), vocab_size=300, src_style="en-words-lower"))
+    return root / "prepared"
+
+
+@pytest.fixture(scope="session")
+def trained_model(tmp_path_factory, reversal_data):
+    """`trained_model(arch)`: a model directory that reverses digit sequences exactly.
+
+    Trained once per architecture per test session (about 20 s each).
+    """
+    from nmt_cli.training import TrainRequest, train
+
+    cache: dict[str, Path] = {}
+
+    def get(arch: str = "attention") -> Path:
+        if arch not in cache:
+            model_dir = tmp_path_factory.mktemp(f"model-{arch}") / "model"
+            train(
+                TrainRequest(
+                    model_dir=model_dir,
+                    data_dir=reversal_data,
+                    # Without attention the whole source must fit in the final state: give it more room.
+                    model={"arch": arch, "units": 64 if arch == "attention" else 160, "embedding_dim": 16, "dropout": 0.0},
+                    training={"epochs": 20, "save_every": 10, "batch_size": 32, "learning_rate": 0.01, "label_smoothing": 0.0},
+                )
+            )
+            cache[arch] = model_dir
+        return cache[arch]
+
+    return get

@@ -122,10 +122,3 @@ def test_unknown_option_is_a_usage_error(tmp_path):
     assert completed.returncode == 2
     assert "Traceback" not in completed.stderr
     assert "--no-such-option" in completed.stderr
-
-
-@pytest.mark.parametrize("command", ["train", "evaluate", "summary", "translate"])
-def test_unimplemented_commands_say_so(command):
-    completed = nmt(command)
-    assert completed.returncode == 2
-    assert completed.stderr.strip() == f"error: `nmt {command}` is not implemented yet"

@@ -6,6 +6,7 @@ TensorFlow is imported lazily inside the commands that need it, so `nmt --help` 
 from __future__ import annotations
 
 import sys
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Optional
 
@@ -73,32 +74,227 @@ def prepare(
     console.stdout.print(console.prepare_summary(result.manifest, result.rebuilt, str(data_dir)))
 
 
-def _not_implemented(command: str) -> None:
-    raise UserError(f"`nmt {command}` is not implemented yet")
+# Model options, shared by `train` and `summary` (None: not given, so the default or saved value holds).
+ARCH = typer.Option(None, help="seq2seq or attention [default: attention].")
+UNITS = typer.Option(None, help="LSTM units [default: 256].")
+EMBEDDING_DIM = typer.Option(None, help="Embedding size [default: 256].")
+LAYERS = typer.Option(None, help="LSTM layers in encoder and decoder [default: 1].")
+DROPOUT = typer.Option(None, help="Dropout rate [default: 0.2].")
+BIDIRECTIONAL = typer.Option(None, "--bidirectional/--unidirectional", help="Bidirectional encoder (attention only).")
+ATTENTION = typer.Option(None, help="luong or bahdanau [default: luong].")
 
 
 @app.command()
-def train() -> None:
+def train(
+    data_dir: Optional[Path] = typer.Option(None, help="Prepared data (default: data/prepared, or the model's own when resuming)."),
+    model_dir: Path = typer.Option(Path("models/default"), help="Where checkpoints, config and history go."),
+    config: Optional[Path] = typer.Option(None, help="TOML or YAML file of options; flags override it."),
+    arch: Optional[str] = ARCH,
+    units: Optional[int] = UNITS,
+    embedding_dim: Optional[int] = EMBEDDING_DIM,
+    layers: Optional[int] = LAYERS,
+    dropout: Optional[float] = DROPOUT,
+    bidirectional: Optional[bool] = BIDIRECTIONAL,
+    attention: Optional[str] = ATTENTION,
+    epochs: Optional[int] = typer.Option(None, help="Total epochs, counting those already done [default: 20]."),
+    save_every: Optional[int] = typer.Option(None, help="Save a checkpoint every N epochs; the last is always saved [default: 5]."),
+    batch_size: Optional[int] = typer.Option(None, help="Sentence pairs per batch [default: 64]."),
+    learning_rate: Optional[float] = typer.Option(None, help="Adam learning rate [default: 0.001]."),
+    clipnorm: Optional[float] = typer.Option(None, help="Clip each gradient to this norm; 0 turns clipping off [default: 1.0]."),
+    label_smoothing: Optional[float] = typer.Option(None, help="Label smoothing [default: 0.1]."),
+    seed: Optional[int] = typer.Option(None, help="Random seed: the same seed, data and options give the same losses [default: 1234]."),
+    jit_compile: Optional[bool] = typer.Option(None, "--jit/--no-jit", help="Compile training steps with XLA: faster for seq2seq, but runs are no longer bit-reproducible [default: off]."),
+    restart: bool = typer.Option(False, "--restart", help="Discard the model directory's checkpoints and start over."),
+) -> None:
     """Train an encoder-decoder on prepared data, saving checkpoints as it goes."""
-    _not_implemented("train")
+    given = {key: value for key, value in locals().items() if value is not None}
+    from nmt_cli.config import read_options_file, split_options
+
+    options = read_options_file(config) if config else {}
+    options.update({key: value for key, value in given.items() if key not in ("config", "model_dir", "restart")})
+    model_options, training_options = split_options(options)
+
+    from nmt_cli import backend, console
+
+    backend.load_tensorflow()
+    from nmt_cli.training import TrainRequest
+    from nmt_cli.training import train as run_training
+
+    request = TrainRequest(
+        model_dir=model_dir,
+        data_dir=Path(options["data_dir"]) if "data_dir" in options else None,
+        model=model_options,
+        training=training_options,
+        restart=restart,
+    )
+    result = run_training(request, console.RichReporter())
+    console.stdout.print(console.training_summary(result, str(model_dir)))
 
 
 @app.command()
-def evaluate() -> None:
+def evaluate(
+    model_dir: Path = typer.Option(Path("models/default"), help="The trained model directory."),
+    data_dir: Optional[Path] = typer.Option(None, help="Prepared data (default: the one the model was trained on)."),
+    split: Optional[str] = typer.Option(None, help="test or dev [default: test when prepared, else dev]."),
+    checkpoint: str = typer.Option("best", help="best, last or epoch-N."),
+    all_checkpoints: bool = typer.Option(False, "--all-checkpoints", help="Score every saved checkpoint and mark the best."),
+    beam_size: int = typer.Option(5, help="Beam width; 1 is greedy search."),
+    output: Optional[Path] = typer.Option(None, help="Hypotheses file [default: MODEL_DIR/eval/SPLIT-CHECKPOINT-beamK.txt]."),
+    hypotheses: Optional[Path] = typer.Option(None, help="Score this hypothesis file instead of translating (needs --references)."),
+    references: Optional[Path] = typer.Option(None, help="Reference file for --hypotheses."),
+    tokenize: str = typer.Option("13a", help="sacreBLEU tokenizer for --hypotheses/--references scoring."),
+    as_json: bool = typer.Option(False, "--json", help="Print the results as JSON."),
+) -> None:
     """Translate a split and score it with sacreBLEU (BLEU and chrF)."""
-    _not_implemented("evaluate")
+    import json
+
+    from nmt_cli import console
+
+    if hypotheses or references:
+        if not (hypotheses and references):
+            raise UserError("--hypotheses and --references go together")
+        from nmt_cli.evaluation import score_files
+
+        scores = score_files(hypotheses, references, tokenize)
+        if as_json:
+            console.stdout.print_json(json.dumps(vars(scores)))
+        else:
+            console.stdout.print(console.scores_text(scores))
+        return
+    if beam_size < 1:
+        raise UserError("--beam-size must be at least 1")
+
+    from nmt_cli import backend
+
+    backend.load_tensorflow()
+    from nmt_cli.evaluation import default_split
+    from nmt_cli.evaluation import evaluate as run_evaluation
+    from nmt_cli.translation import Translator
+    from nmt_cli.workspace import Workspace
+
+    choices = [f"epoch-{e}" for e in Workspace(model_dir).saved_epochs()] if all_checkpoints else [checkpoint]
+    if not choices:
+        Workspace(model_dir).resolve_checkpoint("last")  # says what is missing
+    results = []
+    for choice in choices:
+        translator = Translator(model_dir, choice)
+        data = data_dir or Path(translator.config.data_dir)
+        results.append(run_evaluation(translator, data, split or default_split(data), beam_size, None if all_checkpoints else output))
+    if as_json:
+        payload = [r.to_dict() for r in results] if all_checkpoints else results[0].to_dict()
+        console.stdout.print_json(json.dumps(payload))
+    elif all_checkpoints:
+        console.stdout.print(console.checkpoint_table(results))
+    else:
+        console.stdout.print(console.evaluation_text(results[0]))
 
 
 @app.command()
-def summary() -> None:
+def summary(
+    model_dir: Optional[Path] = typer.Option(None, help="A trained model directory [default: models/default, unless model options are given]."),
+    data_dir: Optional[Path] = typer.Option(None, help="Prepared data, for the vocabulary sizes of an untrained model."),
+    arch: Optional[str] = ARCH,
+    units: Optional[int] = UNITS,
+    embedding_dim: Optional[int] = EMBEDDING_DIM,
+    layers: Optional[int] = LAYERS,
+    dropout: Optional[float] = DROPOUT,
+    bidirectional: Optional[bool] = BIDIRECTIONAL,
+    attention: Optional[str] = ATTENTION,
+    source_vocab_size: Optional[int] = typer.Option(None, help="Source vocabulary size of an untrained model (instead of --data-dir)."),
+    target_vocab_size: Optional[int] = typer.Option(None, help="Target vocabulary size of an untrained model (instead of --data-dir)."),
+    plot: Optional[Path] = typer.Option(None, help="Draw the graphs to FILE.svg or FILE.png (needs pydot and graphviz)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+) -> None:
     """Show a model's layers, shapes, parameter counts, vocabulary and training history."""
-    _not_implemented("summary")
+    model_options = {
+        key: value
+        for key, value in locals().items()
+        if value is not None
+        and key in ("arch", "units", "embedding_dim", "layers", "dropout", "bidirectional", "attention", "source_vocab_size", "target_vocab_size")
+    }
+    untrained = bool(model_options) or (data_dir is not None and model_dir is None)
+    if (untrained or data_dir is not None) and model_dir is not None:
+        raise UserError(
+            "give either --model-dir (a trained model) or model options and --data-dir (an untrained one), not both"
+        )
+
+    from nmt_cli import backend, console
+
+    backend.load_tensorflow()
+    from nmt_cli import summary as inspect
+    from nmt_cli.config import ModelConfig
+
+    if untrained:
+        view, models = inspect.summarize_untrained(ModelConfig(**model_options), data_dir)
+    else:
+        view, models = inspect.summarize_model_dir(model_dir or Path("models/default"))
+    if plot is not None:
+        try:
+            written = inspect.plot(models, plot)
+            view["plots"] = [str(p) for p in written]
+        except ImportError:
+            console.stderr.print(
+                "[yellow]warning:[/] --plot needs pydot and graphviz: pip install 'nmt-cli[plot]' and install "
+                "graphviz (for example apt-get install graphviz); the summary follows without the drawing"
+            )
+    if as_json:
+        import json
+
+        console.stdout.print_json(json.dumps(view))
+    else:
+        console.print_summary(view)
 
 
 @app.command()
-def translate() -> None:
+def translate(
+    texts: Optional[list[str]] = typer.Argument(None, help="Sentences to translate; none or - reads stdin."),
+    model_dir: Path = typer.Option(Path("models/default"), help="The trained model directory."),
+    checkpoint: str = typer.Option("best", help="best, last or epoch-N."),
+    input_file: Optional[Path] = typer.Option(None, "--input", help="Translate this file, one sentence per line."),
+    output_file: Optional[Path] = typer.Option(None, "--output", help="Write translations here instead of stdout."),
+    beam_size: int = typer.Option(5, help="Beam width; 1 is greedy search."),
+    n_best: int = typer.Option(1, help="Print the N best translations of each input, with scores."),
+    normalize: bool = typer.Option(True, "--normalize/--no-normalize", help="Bring raw input to the training corpus' form."),
+    tokenized: bool = typer.Option(False, "--tokenized", help="Keep the corpus' word spacing in the output."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per line: source, translation, score."),
+) -> None:
     """Translate text given as arguments, a file, or lines on stdin."""
-    _not_implemented("translate")
+    if beam_size < 1 or n_best < 1:
+        raise UserError("--beam-size and --n-best must be at least 1")
+    if n_best > beam_size:
+        raise UserError(f"--n-best {n_best} needs --beam-size {n_best} or more")
+    if texts and input_file:
+        raise UserError("give sentences as arguments or --input FILE, not both")
+    if input_file is not None and not input_file.is_file():
+        raise UserError(f"--input {input_file} does not exist")
+
+    from nmt_cli import backend, console
+
+    backend.load_tensorflow()
+    from nmt_cli.translation import Translator
+
+    translator = Translator(model_dir, checkpoint)
+
+    def warn_long(line: str, pieces: int, trained: int) -> None:
+        console.stderr.print(
+            f"[yellow]warning:[/] input of {pieces} pieces is longer than any training sentence ({trained}); "
+            "it is translated whole, but quality may suffer"
+        )
+
+    with ExitStack() as stack:
+        if input_file is not None:
+            lines = (line.rstrip("\r\n") for line in stack.enter_context(open(input_file, encoding="utf-8")))
+        elif texts and texts != ["-"]:
+            lines = iter(texts)
+        else:
+            lines = (line.rstrip("\r\n") for line in sys.stdin)
+        out = stack.enter_context(open(output_file, "w", encoding="utf-8")) if output_file else sys.stdout
+        results = translator.translate(
+            lines, beam_size=beam_size, n_best=n_best, normalize_input=normalize, tokenized_output=tokenized, on_long_input=warn_long
+        )
+        for result in results:
+            out.write(console.translation_lines(result, n_best, as_json))
+            out.flush()
 
 
 def main() -> None:

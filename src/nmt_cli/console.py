@@ -45,6 +45,7 @@ class RichReporter(Reporter):
 
     def __init__(self, console: Console = stderr):
         self.console = console
+        self._epoch_header_shown = False
 
     @contextmanager
     def task(self, description: str, total: float | None = None, unit: str = "") -> Iterator[_RichTask]:
@@ -72,12 +73,24 @@ class RichReporter(Reporter):
         self.console.print(f"[yellow]warning:[/] {message}")
 
     def epoch_end(self, epoch: int, metrics: dict[str, float]) -> None:
-        columns = "  ".join(f"{key} {_short(value)}" for key, value in metrics.items())
-        self.console.print(f"[bold]epoch {epoch}[/]  {columns}")
+        if not self._epoch_header_shown:
+            self.console.print("[bold]" + "".join(f"{title:>{width}}" for _, title, width, _ in EPOCH_COLUMNS) + "[/]")
+            self._epoch_header_shown = True
+        values = {"epoch": epoch, **metrics}
+        self.console.print("".join(f"{values[key]:>{width}{spec}}" for key, _, width, spec in EPOCH_COLUMNS))
 
 
-def _short(value: float) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
+# (history key, title, width, format) of the row printed after each epoch
+EPOCH_COLUMNS = [
+    ("epoch", "epoch", 6, "d"),
+    ("loss", "loss", 9, ".4f"),
+    ("accuracy", "acc", 8, ".4f"),
+    ("val_loss", "val_loss", 10, ".4f"),
+    ("val_accuracy", "val_acc", 9, ".4f"),
+    ("learning_rate", "lr", 10, ".2e"),
+    ("seconds", "seconds", 9, ".1f"),
+    ("tokens_per_second", "tok/s", 9, ".0f"),
+]
 
 
 def prepare_summary(manifest: dict, rebuilt: bool, data_dir: str) -> Table:
@@ -106,3 +119,135 @@ def prepare_summary(manifest: dict, rebuilt: bool, data_dir: str) -> Table:
         f"{lang} {vocab[lang]['actual']} (asked {vocab[lang]['requested']})" for lang in langs
     ) + "; special ids: " + ", ".join(f"{k}={v}" for k, v in manifest["special_ids"].items())
     return table
+
+
+def training_summary(result, model_dir: str) -> str:
+    last = result.history[-1]
+    best = min(result.history, key=lambda row: row["val_loss"])
+    return (
+        f"trained {model_dir} to epoch {int(last['epoch'])}: val_loss {last['val_loss']:.4f}, "
+        f"val_acc {last['val_accuracy']:.4f}; best val_loss {best['val_loss']:.4f} at epoch {int(best['epoch'])}"
+    )
+
+
+def translation_lines(result, n_best: int, as_json: bool) -> str:
+    """What `nmt translate` writes for one input line."""
+    import json
+
+    if as_json:
+        candidates = result.candidates[:n_best] or [None]
+        return "".join(
+            json.dumps(
+                {"source": result.source, "translation": c.text if c else "", "score": round(c.score, 4) if c else None},
+                ensure_ascii=False,
+            )
+            + "\n"
+            for c in candidates
+        )
+    if n_best == 1:
+        return result.text + "\n"
+    if not result.candidates:
+        return "\n"
+    return "".join(f"{rank}\t{c.score:.4f}\t{c.text}\n" for rank, c in enumerate(result.candidates, 1))
+
+
+def scores_text(scores) -> str:
+    return (
+        f"BLEU {scores.bleu:.2f}  ({scores.bleu_signature})\n"
+        f"chrF {scores.chrf:.2f}  ({scores.chrf_signature})\n"
+        f"{scores.sentences} sentences"
+    )
+
+
+def evaluation_text(evaluation) -> str:
+    return (
+        f"{evaluation.split} split, checkpoint {evaluation.checkpoint}, beam {evaluation.beam_size}\n"
+        + scores_text(evaluation.scores)
+        + f" in {evaluation.seconds:.2f} s: {evaluation.sentences_per_second:.1f} sentences/s, "
+        f"{evaluation.tokens_per_second:.0f} tokens/s\nhypotheses: {evaluation.hypotheses_file}"
+    )
+
+
+def checkpoint_table(evaluations) -> Table:
+    best = max(evaluations, key=lambda e: e.scores.bleu)
+    table = Table(title=f"{evaluations[0].split} split, beam {evaluations[0].beam_size}")
+    for column in ("checkpoint", "BLEU", "chrF", "sentences/s"):
+        table.add_column(column, justify="right")
+    for e in evaluations:
+        mark = " *" if e is best else ""
+        table.add_row(e.checkpoint + mark, f"{e.scores.bleu:.2f}", f"{e.scores.chrf:.2f}", f"{e.sentences_per_second:.1f}")
+    table.caption = f"* best BLEU; {best.scores.bleu_signature}"
+    return table
+
+
+def _shape_text(shape) -> str:
+    if shape and isinstance(shape[0], list):
+        return ", ".join(_shape_text(s) for s in shape)
+    return "(" + ", ".join("None" if d is None else str(d) for d in shape) + ")"
+
+
+def print_summary(view: dict, console: Console = stdout) -> None:
+    for key, title in (("training", "training model"), ("encoder", "encoder inference model"), ("decoder", "decoder inference model (one step)")):
+        model = view["models"][key]
+        table = Table(title=f"{title}: {model['name']}", title_justify="left")
+        for column, justify in (("layer (type)", "left"), ("output shape", "left"), ("params", "right"), ("connected to", "left")):
+            table.add_column(column, justify=justify)
+        for row in model["layers"]:
+            table.add_row(f"{row['name']} ({row['type']})", _shape_text(row["output_shape"]), f"{row['params']:,}", ", ".join(row["connected_to"]) or "-")
+        table.caption = (
+            f"total {model['total_params']:,} parameters: {model['trainable_params']:,} trainable, "
+            f"{model['non_trainable_params']:,} non-trainable"
+        )
+        console.print(table)
+    data = view.get("data")
+    if data:
+        langs = data["languages"]
+        console.print(
+            f"vocabulary: {langs['source']} {data['vocabulary']['source']}, {langs['target']} {data['vocabulary']['target']}; "
+            "special ids: " + ", ".join(f"{k}={v}" for k, v in data["special_ids"].items())
+        )
+        splits = Table(title="data", title_justify="left")
+        for column in ("split", "pairs", f"{langs['source']} pieces mean / p95 / max", f"{langs['target']} pieces mean / p95 / max"):
+            splits.add_column(column, justify="right")
+        for split, info in data["splits"].items():
+            lengths = data["token_lengths"][split]
+            splits.add_row(
+                split,
+                str(info["pairs"]),
+                *(f"{lengths[lang]['mean']:.1f} / {lengths[lang]['p95']:.0f} / {lengths[lang]['max']}" for lang in (langs["source"], langs["target"])),
+            )
+        console.print(splits)
+    if view["history"]:
+        history = Table(title="training history (* best val_loss)", title_justify="left")
+        for column in ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "tokens/s"):
+            history.add_column(column, justify="right")
+        for row in view["history"]:
+            mark = " *" if int(row["epoch"]) == view["best_epoch"] else ""
+            history.add_row(
+                f"{int(row['epoch'])}{mark}",
+                f"{row['loss']:.4f}",
+                f"{row['accuracy']:.4f}",
+                f"{row['val_loss']:.4f}",
+                f"{row['val_accuracy']:.4f}",
+                f"{row['tokens_per_second']:.0f}",
+            )
+        console.print(history)
+    if view["checkpoints"]:
+        checkpoints = Table(title="checkpoints", title_justify="left")
+        checkpoints.add_column("file")
+        checkpoints.add_column("size", justify="right")
+        for item in view["checkpoints"]:
+            checkpoints.add_row(item["name"], _size_text(item["bytes"]))
+        console.print(checkpoints)
+    elif view["model_dir"] is None:
+        console.print("untrained: no history or checkpoints yet")
+    for path in view.get("plots", []):
+        console.print(f"drew {path}")
+
+
+def _size_text(size: int) -> str:
+    for unit in ("bytes", "KB", "MB"):
+        if size < 1000:
+            return f"{size:.0f} {unit}" if unit == "bytes" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{size:.1f} GB"

@@ -1,0 +1,34 @@
+"""Loading TensorFlow and Keras quietly, once, only in the commands that need them."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from contextlib import contextmanager
+from typing import Iterator
+
+
+@contextmanager
+def _native_stderr_silenced() -> Iterator[None]:
+    """TensorFlow's C++ start-up logs bypass Python and its log-level variables: mute fd 2."""
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def load_tensorflow() -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    with _native_stderr_silenced():
+        import keras  # noqa: F401
+        import tensorflow as tf
+
+        tf.config.list_physical_devices()  # device discovery logs too, so do it now
+    tf.get_logger().setLevel("ERROR")
+    warnings.filterwarnings("ignore", module=r"keras(\.|$)")

@@ -1,0 +1,119 @@
+"""Scores with sacreBLEU (BLEU and chrF with their signatures) and decoding speed."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from sacrebleu.metrics import BLEU, CHRF
+
+from nmt_cli.corpus import read_lines
+from nmt_cli.errors import UserError
+from nmt_cli.prepare import load_encoded, load_manifest, tokenizer_file
+from nmt_cli.tokenizer import style
+from nmt_cli.translation import Translator
+from nmt_cli.workspace import write_text_atomic
+
+
+@dataclass
+class Scores:
+    bleu: float
+    bleu_signature: str
+    chrf: float
+    chrf_signature: str
+    sentences: int
+
+
+@dataclass
+class Evaluation:
+    split: str
+    checkpoint: str
+    beam_size: int
+    scores: Scores
+    seconds: float
+    sentences_per_second: float
+    tokens_per_second: float
+    hypotheses_file: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def bleu_tokenizer(style_name: str, lang: str) -> str:
+    """Word-split text is scored on its own words ("none"), so scores compare with published ones."""
+    if style(style_name).words:
+        return "none"
+    return "char" if lang in ("ja", "zh") else "13a"
+
+
+def score(hypotheses: list[str], references: list[str], tokenize: str) -> Scores:
+    if len(hypotheses) != len(references):
+        raise UserError(f"{len(hypotheses)} hypotheses but {len(references)} references: they must align line by line")
+    bleu, chrf = BLEU(tokenize=tokenize), CHRF()
+    bleu_score = bleu.corpus_score(hypotheses, [references])
+    chrf_score = chrf.corpus_score(hypotheses, [references])
+    return Scores(
+        bleu=round(bleu_score.score, 2),
+        bleu_signature=str(bleu.get_signature()),
+        chrf=round(chrf_score.score, 2),
+        chrf_signature=str(chrf.get_signature()),
+        sentences=len(hypotheses),
+    )
+
+
+def score_files(hypotheses: Path, references: Path, tokenize: str) -> Scores:
+    return score(read_lines(Path(hypotheses)), read_lines(Path(references)), tokenize)
+
+
+def default_split(data_dir: Path) -> str:
+    return "test" if (Path(data_dir) / "test.npz").exists() else "dev"
+
+
+def check_tokenizers_match(translator: Translator, data_dir: Path) -> None:
+    for lang in (translator.source_lang, translator.target_lang):
+        theirs = Path(data_dir) / tokenizer_file(lang)
+        if not theirs.exists() or theirs.read_bytes() != translator.workspace.tokenizer(lang).read_bytes():
+            raise UserError(f"the tokenizers of {data_dir} are not the ones {translator.workspace.root} was trained with")
+
+
+def evaluate(
+    translator: Translator,
+    data_dir: Path,
+    split: str,
+    beam_size: int,
+    output: Path | None = None,
+) -> Evaluation:
+    """Translate a prepared split (its encoded source, exactly as training saw it) and score it."""
+    data_dir = Path(data_dir)
+    load_manifest(data_dir)
+    check_tokenizers_match(translator, data_dir)
+    if not (data_dir / f"{split}.npz").exists():
+        raise UserError(f"{data_dir} has no {split} split; choose --split dev or prepare one")
+    sources, _ = load_encoded(data_dir, split)
+    references = read_lines(data_dir / f"{split}.{translator.target_lang}")
+
+    started = time.perf_counter()
+    results = translator.translate_ids([list(s) for s in sources], beam_size=beam_size)
+    seconds = time.perf_counter() - started
+    best_ids = [hypotheses[0][0] if hypotheses else [] for hypotheses in results]
+    hypotheses = translator.target_tokenizer.decode(best_ids)
+
+    name = translator.checkpoint.stem
+    output = Path(output) if output else translator.workspace.root / "eval" / f"{split}-{name}-beam{beam_size}.txt"
+    output.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(output, "".join(line + "\n" for line in hypotheses))
+    scores = score(hypotheses, references, bleu_tokenizer(translator.target_style, translator.target_lang))
+    evaluation = Evaluation(
+        split=split,
+        checkpoint=name,
+        beam_size=beam_size,
+        scores=scores,
+        seconds=round(seconds, 3),
+        sentences_per_second=round(len(sources) / seconds, 1),
+        tokens_per_second=round(sum(len(ids) + 1 for ids in best_ids) / seconds, 1),
+        hypotheses_file=str(output),
+    )
+    write_text_atomic(output.with_suffix(".json"), json.dumps(evaluation.to_dict(), indent=2) + "\n")
+    return evaluation

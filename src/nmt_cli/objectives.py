@@ -1,0 +1,69 @@
+"""Loss and metrics over padded target sequences: padding (id 0) never counts.
+
+Registered with Keras so that checkpoints load with `safe_mode` and no pickled code.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+from nmt_cli.tokenizer import PAD_ID
+
+
+def _not_padding(y_true):
+    return ops.cast(ops.not_equal(y_true, PAD_ID), "float32")
+
+
+@keras.saving.register_keras_serializable(package="nmt")
+class MaskedCrossEntropy(keras.losses.Loss):
+    """Sparse cross-entropy from logits with optional label smoothing, averaged over real tokens.
+
+    Never builds one-hot targets: the smoothing term is the mean negative log-probability over
+    the vocabulary, which needs no target tensor of vocabulary size.
+    """
+
+    def __init__(self, label_smoothing: float = 0.0, name: str = "masked_cross_entropy", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.label_smoothing = label_smoothing
+
+    def __call__(self, y_true, y_pred, sample_weight=None):
+        # The average is over real tokens already; Keras' own mask reduction would apply it twice.
+        return self.call(y_true, y_pred)
+
+    def call(self, y_true, y_pred):
+        y_true = ops.cast(y_true, "int32")
+        log_probs = ops.log_softmax(ops.cast(y_pred, "float32"), axis=-1)
+        target_log_prob = ops.squeeze(ops.take_along_axis(log_probs, ops.expand_dims(y_true, -1), axis=-1), -1)
+        token_loss = -target_log_prob
+        if self.label_smoothing:
+            token_loss = (1.0 - self.label_smoothing) * token_loss - self.label_smoothing * ops.mean(log_probs, axis=-1)
+        weights = _not_padding(y_true)
+        return ops.sum(token_loss * weights) / ops.maximum(ops.sum(weights), 1.0)
+
+    def get_config(self):
+        return {"label_smoothing": self.label_smoothing, "name": self.name}
+
+
+@keras.saving.register_keras_serializable(package="nmt")
+class MaskedTokenAccuracy(keras.metrics.Mean):
+    """Share of real (non-padding) target tokens predicted exactly: "word accuracy"."""
+
+    def __init__(self, name: str = "accuracy", **kwargs):
+        super().__init__(name=name, **kwargs)
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        y_true = ops.cast(y_true, "int32")
+        correct = ops.cast(ops.equal(ops.cast(ops.argmax(y_pred, axis=-1), "int32"), y_true), "float32")
+        return super().update_state(correct, sample_weight=_not_padding(y_true))
+
+
+@keras.saving.register_keras_serializable(package="nmt")
+class TargetTokens(keras.metrics.Sum):
+    """How many real target tokens the epoch has seen, for tokens-per-second figures."""
+
+    def __init__(self, name: str = "target_tokens", **kwargs):
+        super().__init__(name=name, **kwargs)
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        return super().update_state(ops.sum(_not_padding(y_true)))

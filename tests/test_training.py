@@ -1,0 +1,93 @@
+"""Training on the digit-reversal task: learning, checkpoint schedule, resume, reproducibility."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from nmt_cli.errors import UserError
+from nmt_cli.training import HISTORY_FIELDS, TrainRequest, read_history, train
+from nmt_cli.workspace import Workspace
+
+SMALL = {"units": 32, "embedding_dim": 16, "dropout": 0.0}
+
+
+def _train(model_dir: Path, data_dir: Path | None, epochs: int, save_every: int, **options) -> list[dict]:
+    model = {**SMALL, **{k: v for k, v in options.items() if k in ("arch", "units", "embedding_dim", "dropout")}}
+    training = {"epochs": epochs, "save_every": save_every, "batch_size": 32}
+    training.update({k: v for k, v in options.items() if k in ("seed", "learning_rate", "label_smoothing")})
+    request = TrainRequest(model_dir=model_dir, data_dir=data_dir, model=model, training=training, restart=options.get("restart", False))
+    return train(request).history
+
+
+@pytest.mark.parametrize("arch", ["seq2seq", "attention"])
+def test_learns_digit_reversal(tmp_path, reversal_data, arch):
+    history = _train(
+        tmp_path / "model", reversal_data, epochs=20, save_every=20, arch=arch, units=64, learning_rate=0.01, label_smoothing=0.0
+    )
+    assert history[-1]["val_accuracy"] > 0.95, history[-1]
+
+
+def test_checkpoint_schedule_and_files(tmp_path, reversal_data):
+    model_dir = tmp_path / "model"
+    _train(model_dir, reversal_data, epochs=3, save_every=2)
+    workspace = Workspace(model_dir)
+    assert workspace.saved_epochs() == [2, 3]
+    assert workspace.best.exists() and workspace.encoder.exists() and workspace.decoder.exists()
+    config = json.loads(workspace.config.read_text())
+    assert config["training"]["epochs"] == 3 and config["model"]["units"] == SMALL["units"]
+    assert config["data_dir"] == str(reversal_data) and len(config["data_manifest_sha256"]) == 64
+    with open(workspace.history) as stream:
+        rows = list(csv.DictReader(stream))
+    assert [int(row["epoch"]) for row in rows] == [1, 2, 3]
+    assert tuple(rows[0]) == HISTORY_FIELDS
+    assert all(float(row["tokens_per_second"]) > 0 and float(row["seconds"]) > 0 for row in rows)
+    assert any(workspace.logs.rglob("*tfevents*"))
+    assert not list(model_dir.rglob("*.partial*"))
+
+
+def test_resume_continues_at_the_next_epoch(tmp_path, reversal_data):
+    model_dir = tmp_path / "model"
+    first = _train(model_dir, reversal_data, epochs=2, save_every=1)
+    resumed = _train(model_dir, None, epochs=3, save_every=1)
+    assert [row["epoch"] for row in resumed] == [1, 2, 3]
+    assert [row["loss"] for row in resumed[:2]] == pytest.approx([row["loss"] for row in first], rel=1e-5)
+    assert Workspace(model_dir).saved_epochs() == [1, 2, 3]
+    assert [row["epoch"] for row in read_history(Workspace(model_dir).history)] == [1, 2, 3]
+    # The resumed epoch starts from the trained weights, not from scratch.
+    assert resumed[2]["loss"] < first[0]["loss"]
+
+
+def test_resume_refuses_a_different_model_or_data(tmp_path, reversal_data, synthetic_corpus):
+    model_dir = tmp_path / "model"
+    _train(model_dir, reversal_data, epochs=1, save_every=1)
+    with pytest.raises(UserError, match="arch"):
+        _train(model_dir, None, epochs=2, save_every=1, arch="seq2seq")
+    with pytest.raises(UserError, match="already trained for 1 epochs"):
+        _train(model_dir, None, epochs=1, save_every=1)
+    from nmt_cli.prepare import PrepareOptions, prepare
+
+    other = tmp_path / "other-data"
+    prepare(PrepareOptions(data_dir=other, source=str(synthetic_corpus.folder)))
+    with pytest.raises(UserError, match="not the data"):
+        _train(model_dir, other, epochs=2, save_every=1)
+
+
+def test_restart_starts_over(tmp_path, reversal_data):
+    model_dir = tmp_path / "model"
+    _train(model_dir, reversal_data, epochs=2, save_every=1)
+    history = _train(model_dir, reversal_data, epochs=1, save_every=1, arch="seq2seq", restart=True)
+    assert [row["epoch"] for row in history] == [1]
+    assert Workspace(model_dir).saved_epochs() == [1]
+
+
+def test_same_seed_same_losses(tmp_path, reversal_data):
+    first = _train(tmp_path / "a", reversal_data, epochs=2, save_every=2, seed=7)
+    second = _train(tmp_path / "b", reversal_data, epochs=2, save_every=2, seed=7)
+    other = _train(tmp_path / "c", reversal_data, epochs=1, save_every=1, seed=8)
+    assert [row["loss"] for row in first] == [row["loss"] for row in second]
+    assert [row["val_loss"] for row in first] == [row["val_loss"] for row in second]
+    assert other[0]["loss"] != first[0]["loss"]

@@ -1,0 +1,64 @@
+"""Text in, text out: normalisation, order, empty lines, chunking."""
+
+from __future__ import annotations
+
+import pytest
+
+from nmt_cli import translation
+from nmt_cli.errors import UserError
+from nmt_cli.translation import Translator
+
+
+@pytest.fixture(scope="module")
+def translator(trained_model) -> Translator:
+    return Translator(trained_model("attention"))
+
+
+def test_raw_input_is_normalised_to_the_corpus_style(translator):
+    assert [t.text for t in translator.translate(["A B C", "  d   e f  "])] == ["c b a", "f e d"]
+
+
+def test_no_normalisation_passes_input_through(translator):
+    # Upper-case letters never occurred in training: they reach the model as unknown bytes.
+    assert next(iter(translator.translate(["A B C"], normalize_input=False))).text != "c b a"
+
+
+def test_order_and_empty_lines(translator):
+    lines = ["a b c", "", "j j i", "", "c d e f g"]
+    results = list(translator.translate(lines, beam_size=3))
+    assert [r.source for r in results] == lines
+    assert [r.text for r in results] == ["c b a", "", "i j j", "", "g f e d c"]
+    assert results[1].candidates == []
+
+
+def test_chunked_reading_keeps_order(translator, monkeypatch):
+    monkeypatch.setattr(translation, "CHUNK_LINES", 3)
+    lines = ["a b c", "b c d", "c d e", "d e f", "e f g", "f g h", "g h i"]
+    consumed = []
+
+    def source():
+        for line in lines:
+            consumed.append(line)
+            yield line
+
+    results = translator.translate(source(), beam_size=1)
+    first = next(results)
+    assert first.text == "c b a"
+    assert len(consumed) == 3  # read a chunk at a time, not the whole input
+    assert [first.text] + [r.text for r in results] == [" ".join(reversed(line.split())) for line in lines]
+
+
+def test_long_input_is_reported_and_translated(translator):
+    seen = []
+    long_line = " ".join("abcdefghij" * 3)
+    result = next(iter(translator.translate([long_line], on_long_input=lambda *args: seen.append(args))))
+    assert result.text
+    assert seen and seen[0][1] > seen[0][2]
+
+
+def test_checkpoint_choice(trained_model):
+    model_dir = trained_model("attention")
+    assert Translator(model_dir, "epoch-10").checkpoint.name == "epoch-010.keras"
+    assert Translator(model_dir, "last").checkpoint.name == "epoch-020.keras"
+    with pytest.raises(UserError, match="saved: epoch-10, epoch-20"):
+        Translator(model_dir, "epoch-3")
