@@ -288,9 +288,17 @@ def translate(
             lines = iter(texts)
         else:
             lines = (line.rstrip("\r\n") for line in sys.stdin)
+        # Someone typing wants each answer at once; a pipe is translated in large batches.
+        interactive = input_file is None and not (texts and texts != ["-"]) and sys.stdin.isatty()
         out = stack.enter_context(open(output_file, "w", encoding="utf-8")) if output_file else sys.stdout
         results = translator.translate(
-            lines, beam_size=beam_size, n_best=n_best, normalize_input=normalize, tokenized_output=tokenized, on_long_input=warn_long
+            lines,
+            beam_size=beam_size,
+            n_best=n_best,
+            normalize_input=normalize,
+            tokenized_output=tokenized,
+            on_long_input=warn_long,
+            chunk_lines=1 if interactive else None,
         )
         for result in results:
             out.write(console.translation_lines(result, n_best, as_json))

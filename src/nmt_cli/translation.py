@@ -81,10 +81,11 @@ class Translator:
         normalize_input: bool = True,
         tokenized_output: bool = False,
         on_long_input=None,
+        chunk_lines: int | None = None,
     ) -> Iterator[Translation]:
-        """Translations of `lines`, in order, reading and yielding CHUNK_LINES at a time."""
+        """Translations of `lines`, in order, reading and yielding `chunk_lines` (default CHUNK_LINES) at a time."""
         lines = iter(lines)
-        while chunk := list(islice(lines, CHUNK_LINES)):
+        while chunk := list(islice(lines, chunk_lines or CHUNK_LINES)):
             prepared = [normalize(line, self.source_style) if normalize_input else line.strip() for line in chunk]
             ids = self.source_tokenizer.encode(prepared)
             if on_long_input is not None:
