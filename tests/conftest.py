@@ -208,7 +208,7 @@ def reversal_data(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def trained_model(tmp_path_factory, reversal_data):
-    """`trained_model(arch)`: a model directory that reverses digit sequences exactly.
+    """`trained_model(arch)`: a model directory that reverses letter sequences exactly.
 
     Trained once per architecture per test session (about 20 s each).
     """

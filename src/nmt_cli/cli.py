@@ -163,6 +163,8 @@ def evaluate(
         return
     if beam_size < 1:
         raise UserError("--beam-size must be at least 1")
+    if all_checkpoints and output is not None:
+        raise UserError("--output names one hypotheses file; --all-checkpoints writes one per checkpoint into MODEL_DIR/eval")
 
     from nmt_cli import backend
 
@@ -185,6 +187,7 @@ def evaluate(
         console.stdout.print_json(json.dumps(payload))
     elif all_checkpoints:
         console.stdout.print(console.checkpoint_table(results))
+        console.stdout.print(f"BLEU {results[0].scores.bleu_signature}", soft_wrap=True)
     else:
         console.stdout.print(console.evaluation_text(results[0]))
 
@@ -266,7 +269,9 @@ def translate(
     if texts and input_file:
         raise UserError("give sentences as arguments or --input FILE, not both")
     if input_file is not None and not input_file.is_file():
-        raise UserError(f"--input {input_file} does not exist")
+        raise UserError(f"--input {input_file} is not a file")
+    if texts and "-" in texts and texts != ["-"]:
+        raise UserError("- (read stdin) cannot be mixed with sentences given as arguments")
 
     from nmt_cli import backend, console
 

@@ -36,6 +36,7 @@ class Evaluation:
     sentences_per_second: float
     tokens_per_second: float
     hypotheses_file: str
+    scores_file: str
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -65,6 +66,11 @@ def score(hypotheses: list[str], references: list[str], tokenize: str) -> Scores
 
 def score_files(hypotheses: Path, references: Path, tokenize: str) -> Scores:
     return score(read_lines(Path(hypotheses)), read_lines(Path(references)), tokenize)
+
+
+def scores_file(hypotheses_file: Path) -> Path:
+    """Where the scores of a hypotheses file go: beside it, never on it."""
+    return hypotheses_file.with_name(hypotheses_file.stem + ".scores.json")
 
 
 def default_split(data_dir: Path) -> str:
@@ -100,7 +106,7 @@ def evaluate(
     best_ids = [hypotheses[0][0] if hypotheses else [] for hypotheses in results]
     hypotheses = translator.target_tokenizer.decode(best_ids)
 
-    name = translator.checkpoint.stem
+    name = translator.workspace.checkpoint_name(translator.checkpoint)
     output = Path(output) if output else translator.workspace.root / "eval" / f"{split}-{name}-beam{beam_size}.txt"
     output.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(output, "".join(line + "\n" for line in hypotheses))
@@ -114,6 +120,7 @@ def evaluate(
         sentences_per_second=round(len(sources) / seconds, 1),
         tokens_per_second=round(sum(len(ids) + 1 for ids in best_ids) / seconds, 1),
         hypotheses_file=str(output),
+        scores_file=str(scores_file(output)),
     )
-    write_text_atomic(output.with_suffix(".json"), json.dumps(evaluation.to_dict(), indent=2) + "\n")
+    write_text_atomic(scores_file(output), json.dumps(evaluation.to_dict(), indent=2) + "\n")
     return evaluation

@@ -54,6 +54,11 @@ class Workspace:
     def checkpoint(self, epoch: int) -> Path:
         return self.checkpoints / f"epoch-{epoch:03d}.keras"
 
+    def checkpoint_name(self, path: Path) -> str:
+        """What `--checkpoint` calls a checkpoint file: best or epoch-N."""
+        match = _EPOCH_FILE.match(Path(path).name)
+        return f"epoch-{int(match.group(1))}" if match else Path(path).stem
+
     def saved_epochs(self) -> list[int]:
         if not self.checkpoints.is_dir():
             return []

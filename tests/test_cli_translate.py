@@ -1,0 +1,379 @@
+"""`nmt translate` and `nmt evaluate` on the trained reversal model.
+
+Most cases run the typer app in-process (CliRunner), which is fast; exit codes, tracebacks,
+stderr warnings and real stdin run `python -m nmt_cli` in a subprocess, as a user would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import traceback
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from nmt_cli.cli import app
+from nmt_cli.errors import UserError
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def model(trained_model) -> str:
+    return str(trained_model("attention"))
+
+
+def invoke(*args, input: str | None = None):
+    return runner.invoke(app, [str(a) for a in args], input=input)
+
+
+def ok(*args, input: str | None = None):
+    result = invoke(*args, input=input)
+    if result.exit_code != 0:
+        detail = "".join(traceback.format_exception(result.exception)) if result.exception else ""
+        pytest.fail(f"exit {result.exit_code}\nstdout: {result.stdout}\nstderr: {result.stderr}\n{detail}")
+    return result
+
+
+def lines_of(text: str) -> list[str]:
+    return text.split("\n")[:-1] if text.endswith("\n") else text.split("\n")
+
+
+def nmt(*args, input: str | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "nmt_cli", *map(str, args)],
+        input=input,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "COLUMNS": "200", "NO_COLOR": "1"},
+        timeout=180,
+    )
+
+
+def assert_one_line_error(completed: subprocess.CompletedProcess, *fragments: str) -> str:
+    assert completed.returncode == 2, (completed.stdout, completed.stderr)
+    assert "Traceback" not in completed.stderr, completed.stderr
+    errors = [line for line in completed.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, completed.stderr
+    assert completed.stderr.strip() == errors[0], completed.stderr
+    for fragment in fragments:
+        assert fragment in errors[0], errors[0]
+    return errors[0]
+
+
+# ----------------------------------------------------------------------------------------------
+# Sentences as arguments
+# ----------------------------------------------------------------------------------------------
+
+
+def test_translates_one_argument(model):
+    result = ok("translate", "--model-dir", model, "a b c")
+    assert result.stdout == "c b a\n"
+
+
+def test_several_arguments_give_one_line_each_in_order(model):
+    result = ok("translate", "--model-dir", model, "a b c", "d e f g", "h i j a b", "j i h")
+    assert lines_of(result.stdout) == ["c b a", "g f e d", "b a j i h", "h i j"]
+
+
+def test_raw_input_is_normalised(model):
+    result = ok("translate", "--model-dir", model, "A B C", "  D   E F  ")
+    assert lines_of(result.stdout) == ["c b a", "f e d"]
+
+
+def test_no_normalize_keeps_upper_case_input(model):
+    normalised = ok("translate", "--model-dir", model, "A B C")
+    raw = ok("translate", "--model-dir", model, "--no-normalize", "A B C")
+    assert normalised.stdout == "c b a\n"
+    assert len(lines_of(raw.stdout)) == 1
+    assert raw.stdout != "c b a\n"
+
+
+@pytest.mark.parametrize("beam", [None, "1", "3"])
+def test_beam_sizes_give_the_reversal(model, beam):
+    options = [] if beam is None else ["--beam-size", beam]
+    result = ok("translate", "--model-dir", model, *options, "b c d e", "j a c")
+    assert lines_of(result.stdout) == ["e d c b", "c a j"]
+
+
+@pytest.mark.parametrize("checkpoint", ["last", "best", "epoch-20", "epoch-020"])
+def test_checkpoints_by_name(model, checkpoint):
+    result = ok("translate", "--model-dir", model, "--checkpoint", checkpoint, "a b c d")
+    assert result.stdout == "d c b a\n"
+
+
+def test_earlier_checkpoint_translates(model):
+    # Epoch 10 of 20 has not learnt the task yet (validation accuracy about 0.4): it must
+    # still load and translate every line, into the target's letters.
+    result = ok("translate", "--model-dir", model, "--checkpoint", "epoch-10", "a b c d", "e f g")
+    lines = lines_of(result.stdout)
+    assert len(lines) == 2
+    for line in lines:
+        assert re.fullmatch(r"[a-j]( [a-j])*", line), result.stdout
+
+
+# ----------------------------------------------------------------------------------------------
+# stdin
+# ----------------------------------------------------------------------------------------------
+
+
+def test_stdin_lines_in_order_with_empty_line(model):
+    result = ok("translate", "--model-dir", model, input="a b c\n\nd e f g\nh i j\n")
+    assert lines_of(result.stdout) == ["c b a", "", "g f e d", "j i h"]
+
+
+def test_dash_reads_stdin_in_a_process(model):
+    completed = nmt("translate", "--model-dir", model, "-", input="a b c\n\nj i h g\n")
+    assert completed.returncode == 0, completed.stderr
+    assert lines_of(completed.stdout) == ["c b a", "", "g h i j"]
+    assert "Traceback" not in completed.stderr
+
+
+def test_empty_stdin_prints_nothing_and_exits_0(model):
+    completed = nmt("translate", "--model-dir", model, input="")
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout == ""
+    assert "Traceback" not in completed.stderr
+
+
+@pytest.mark.parametrize("beam", ["1", "5"])
+def test_many_stdin_lines_batched_together(model, beam):
+    # More lines than the eager limit: the compiled search runs, and order is kept.
+    from conftest import reversal_pairs
+
+    pairs = reversal_pairs(40, seed=11)
+    result = ok("translate", "--model-dir", model, "--beam-size", beam, input="".join(s + "\n" for s, _ in pairs))
+    outputs = lines_of(result.stdout)
+    assert len(outputs) == len(pairs)
+    assert sum(out == target for out, (_, target) in zip(outputs, pairs)) >= 38
+
+
+def test_last_stdin_line_without_newline(model):
+    result = ok("translate", "--model-dir", model, "-", input="a b c\nd e f")
+    assert lines_of(result.stdout) == ["c b a", "f e d"]
+
+
+# ----------------------------------------------------------------------------------------------
+# Files
+# ----------------------------------------------------------------------------------------------
+
+
+def test_input_and_output_files(model, tmp_path):
+    source = tmp_path / "in.txt"
+    source.write_text("a b c\nc d e f\n\ng h i\r\ni j a b c d\n", encoding="utf-8")
+    target = tmp_path / "out.txt"
+    result = ok("translate", "--model-dir", model, "--input", source, "--output", target)
+    assert result.stdout == ""
+    assert target.read_text(encoding="utf-8").split("\n")[:-1] == ["c b a", "f e d c", "", "i h g", "d c b a j i"]
+
+
+def test_input_file_to_stdout(model, tmp_path):
+    source = tmp_path / "in.txt"
+    source.write_text("e f g\n", encoding="utf-8")
+    assert ok("translate", "--model-dir", model, "--input", source).stdout == "g f e\n"
+
+
+def test_missing_input_file_exits_2(model, tmp_path):
+    missing = tmp_path / "nowhere.txt"
+    completed = nmt("translate", "--model-dir", model, "--input", missing)
+    assert_one_line_error(completed, str(missing))
+    assert completed.stdout == ""
+
+
+def test_arguments_and_input_file_together_are_refused(model, tmp_path):
+    source = tmp_path / "in.txt"
+    source.write_text("a b c\n", encoding="utf-8")
+    result = invoke("translate", "--model-dir", model, "--input", source, "a b c")
+    assert isinstance(result.exception, UserError)
+    assert "not both" in str(result.exception)
+
+
+# ----------------------------------------------------------------------------------------------
+# n-best and JSON
+# ----------------------------------------------------------------------------------------------
+
+
+def test_n_best_prints_ranked_scored_lines(model):
+    result = ok("translate", "--model-dir", model, "--n-best", "3", "a b c", "d e f g")
+    rows = [line.split("\t") for line in lines_of(result.stdout)]
+    assert len(rows) == 6
+    assert all(len(row) == 3 for row in rows), result.stdout
+    for group, expected in ((rows[:3], "c b a"), (rows[3:], "g f e d")):
+        assert [rank for rank, _, _ in group] == ["1", "2", "3"]
+        scores = [float(score) for _, score, _ in group]
+        assert scores == sorted(scores, reverse=True)
+        assert all(score <= 0 for score in scores)
+        assert group[0][2] == expected
+        assert len({text for _, _, text in group}) == 3  # distinct candidates
+
+
+def test_json_lines(model):
+    result = ok("translate", "--model-dir", model, "--json", "a b c", "D E F")
+    objects = [json.loads(line) for line in lines_of(result.stdout)]
+    assert [o["source"] for o in objects] == ["a b c", "D E F"]
+    assert [o["translation"] for o in objects] == ["c b a", "f e d"]
+    for o in objects:
+        assert set(o) == {"source", "translation", "score"}
+        assert isinstance(o["score"], float) and o["score"] <= 0
+
+
+def test_json_with_n_best_gives_one_object_per_candidate(model):
+    result = ok("translate", "--model-dir", model, "--json", "--n-best", "2", "a b c")
+    objects = [json.loads(line) for line in lines_of(result.stdout)]
+    assert len(objects) == 2
+    assert objects[0]["translation"] == "c b a"
+    assert objects[0]["score"] >= objects[1]["score"]
+
+
+def test_n_best_above_beam_size_exits_2(model):
+    completed = nmt("translate", "--model-dir", model, "--n-best", "4", "--beam-size", "3", "a b c")
+    assert_one_line_error(completed, "--n-best 4")
+    assert completed.stdout == ""
+
+
+# ----------------------------------------------------------------------------------------------
+# Checkpoints and model directories that cannot be used
+# ----------------------------------------------------------------------------------------------
+
+
+def test_unknown_checkpoint_lists_saved_ones(model):
+    completed = nmt("translate", "--model-dir", model, "--checkpoint", "epoch-7", "a b c")
+    error = assert_one_line_error(completed, "epoch-7")
+    assert re.search(r"saved: .*epoch-10\b.*epoch-20\b", error), error
+    assert completed.stdout == ""
+
+
+def test_missing_model_dir_exits_2(tmp_path):
+    missing = tmp_path / "no-model"
+    completed = nmt("translate", "--model-dir", missing, "a b c")
+    assert_one_line_error(completed, str(missing), "does not exist")
+    assert completed.stdout == ""
+
+
+def test_model_dir_without_checkpoint_exits_2(tmp_path):
+    empty = tmp_path / "empty-model"
+    empty.mkdir()
+    completed = nmt("translate", "--model-dir", empty, "a b c")
+    assert_one_line_error(completed, str(empty), "no checkpoint")
+
+
+def test_evaluate_missing_model_dir_exits_2(tmp_path):
+    missing = tmp_path / "no-model"
+    completed = nmt("evaluate", "--model-dir", missing)
+    assert_one_line_error(completed, str(missing))
+
+
+# ----------------------------------------------------------------------------------------------
+# Long input
+# ----------------------------------------------------------------------------------------------
+
+
+def test_long_input_is_translated_with_a_warning(model):
+    letters = " ".join("abcdefghij"[(i * 7) % 10] for i in range(60))
+    completed = nmt("translate", "--model-dir", model, "--beam-size", "1", letters)
+    assert completed.returncode == 0, completed.stderr
+    assert len(lines_of(completed.stdout)) == 1
+    assert completed.stdout.strip() != ""
+    assert "Traceback" not in completed.stderr
+    warning = " ".join(completed.stderr.split())
+    assert "warning:" in warning
+    assert "longer than any training sentence" in warning
+
+
+def test_short_input_gives_no_warning_in_process(model):
+    result = ok("translate", "--model-dir", model, "a b c")
+    assert "warning" not in result.stderr
+
+
+# ----------------------------------------------------------------------------------------------
+# evaluate
+# ----------------------------------------------------------------------------------------------
+
+
+def test_evaluate_json(model):
+    result = ok("evaluate", "--model-dir", model, "--split", "dev", "--json")
+    report = json.loads(result.stdout)
+    assert report["split"] == "dev"
+    assert report["checkpoint"] == "best"
+    assert report["beam_size"] == 5
+    assert report["scores"]["bleu"] > 90
+    assert report["scores"]["chrf"] > 90
+    assert report["scores"]["bleu_signature"].startswith("nrefs:1|")
+    assert report["scores"]["chrf_signature"].startswith("nrefs:1|")
+    assert report["sentences_per_second"] > 0
+    assert Path(report["hypotheses_file"]).is_file()
+
+
+def test_evaluate_text(model, tmp_path):
+    hypotheses = tmp_path / "hyp.txt"
+    result = ok("evaluate", "--model-dir", model, "--beam-size", "1", "--output", hypotheses)
+    assert "dev split" in result.stdout  # no test split prepared: dev is the default
+    assert "BLEU" in result.stdout and "chrF" in result.stdout
+    assert len(hypotheses.read_text(encoding="utf-8").splitlines()) == 100
+    assert hypotheses.with_name(hypotheses.stem + ".scores.json").is_file()
+
+
+def test_evaluate_all_checkpoints_table(model):
+    result = ok("evaluate", "--model-dir", model, "--all-checkpoints", "--beam-size", "1")
+    rows = [line for line in result.stdout.splitlines() if re.search(r"epoch-\d+", line)]
+    assert len(rows) == 2, result.stdout
+    assert re.search(r"epoch-10\b", rows[0]) and re.search(r"epoch-20\b", rows[1]), result.stdout
+    # Exactly one best mark, on epoch 20: epoch 10 has not learnt the task yet.
+    assert ["*" in row for row in rows] == [False, True], result.stdout
+    assert "best BLEU" in result.stdout
+
+
+def test_evaluate_all_checkpoints_json(model):
+    result = ok("evaluate", "--model-dir", model, "--all-checkpoints", "--beam-size", "1", "--json")
+    reports = json.loads(result.stdout)
+    assert [int(r["checkpoint"].split("-")[1]) for r in reports] == [10, 20]
+    assert all(r["scores"]["sentences"] == 100 for r in reports)
+
+
+def test_evaluate_files_without_a_model(tmp_path):
+    references, hypotheses = tmp_path / "ref.txt", tmp_path / "hyp.txt"
+    references.write_text("the cat sat on the mat .\na b c d e\n", encoding="utf-8")
+    hypotheses.write_text("the cat sat on a mat .\na b c d e\n", encoding="utf-8")
+    no_model = tmp_path / "no-model"
+    result = ok("evaluate", "--model-dir", no_model, "--hypotheses", hypotheses, "--references", references,
+                "--tokenize", "none", "--json")
+    scores = json.loads(result.stdout)
+    assert 0 < scores["bleu"] < 100
+    assert "tok:none" in scores["bleu_signature"]
+    assert scores["sentences"] == 2
+    text = ok("evaluate", "--hypotheses", hypotheses, "--references", references, "--tokenize", "none")
+    assert f"BLEU {scores['bleu']:.2f}" in text.stdout
+    assert "2 sentences" in text.stdout
+    assert not no_model.exists()
+
+
+def test_evaluate_hypotheses_without_references_exits_2(tmp_path):
+    hypotheses = tmp_path / "hyp.txt"
+    hypotheses.write_text("a b c\n", encoding="utf-8")
+    completed = nmt("evaluate", "--hypotheses", hypotheses)
+    assert_one_line_error(completed, "--references")
+    assert completed.stdout == ""
+
+
+def test_evaluate_output_ending_in_json_keeps_the_hypotheses(model, tmp_path):
+    output = tmp_path / "hyps.json"
+    ok("evaluate", "--model-dir", model, "--beam-size", "1", "--output", output)
+    assert len(lines_of(output.read_text(encoding="utf-8"))) == 100
+    assert json.loads((tmp_path / "hyps.scores.json").read_text(encoding="utf-8"))["hypotheses_file"] == str(output)
+
+
+def test_all_checkpoints_with_one_output_file_is_refused(model, tmp_path):
+    completed = nmt("evaluate", "--model-dir", model, "--all-checkpoints", "--output", tmp_path / "h.txt")
+    assert_one_line_error(completed, "--all-checkpoints")
+
+
+def test_n_best_keeps_n_lines_for_an_empty_input_line(model):
+    result = ok("translate", "--model-dir", model, "--n-best", "2", "-", input="a b c\n\n")
+    rows = [line.split("\t") for line in result.stdout.splitlines()]
+    assert [row[0] for row in rows] == ["1", "2", "1", "2"]
+    assert rows[2][2] == rows[3][2] == ""
