@@ -17,14 +17,16 @@ import sys
 import time
 from pathlib import Path
 
+TUTORIAL = {"arch": "seq2seq", "units": 1024, "embedding_dim": 256}
+# name: (model options, training options)
 CONFIGS = {
-    "default (attention, 256 units, embedding 256)": {"arch": "attention"},
-    "seq2seq, 256 units, embedding 256": {"arch": "seq2seq"},
-    "tutorial (seq2seq, 1024 units, embedding 256)": {"arch": "seq2seq", "units": 1024, "embedding_dim": 256},
+    "default (attention, 256 units, embedding 256)": ({"arch": "attention"}, {}),
+    "seq2seq, 256 units, embedding 256": ({"arch": "seq2seq"}, {}),
+    "tutorial (seq2seq, 1024 units, embedding 256)": (TUTORIAL, {}),
 }
 
 
-def measure(data_dir: Path, model_options: dict, steps: int, warmup: int) -> dict:
+def measure(data_dir: Path, model_options: dict, training_options: dict, steps: int, warmup: int) -> dict:
     from nmt_cli.backend import load_tensorflow
 
     load_tensorflow()
@@ -37,7 +39,7 @@ def measure(data_dir: Path, model_options: dict, steps: int, warmup: int) -> dic
     manifest = load_manifest(data_dir)
     vocab = {side: manifest["vocabulary"][lang]["actual"] for side, lang in manifest["languages"].items()}
     config = ModelConfig(**model_options, source_vocab_size=vocab["source"], target_vocab_size=vocab["target"])
-    training = TrainingConfig()
+    training = TrainingConfig(**training_options)
     set_determinism(training.seed, deterministic_ops=not training.jit_compile)
     models = build_models(config)
     compile_model(models.training, training)
@@ -63,10 +65,10 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, default=Path("data/prepared"))
     parser.add_argument("--steps", type=int, default=150)
     parser.add_argument("--warmup", type=int, default=30)
-    parser.add_argument("--only", help="one configuration name (internal: used for the per-process runs)")
+    parser.add_argument("--only", choices=list(CONFIGS), help="measure one configuration, in this process")
     args = parser.parse_args()
     if args.only:
-        print(json.dumps(measure(args.data_dir, CONFIGS[args.only], args.steps, args.warmup)))
+        print(json.dumps(measure(args.data_dir, *CONFIGS[args.only], args.steps, args.warmup)))
         return
     for name in CONFIGS:
         run = subprocess.run(

@@ -282,7 +282,7 @@ def test_long_input_is_translated_with_a_warning(model):
     assert "Traceback" not in completed.stderr
     warning = " ".join(completed.stderr.split())
     assert "warning:" in warning
-    assert "longer than any training sentence" in warning
+    assert "more than any training sentence" in warning
 
 
 def test_short_input_gives_no_warning_in_process(model):
@@ -377,3 +377,35 @@ def test_n_best_keeps_n_lines_for_an_empty_input_line(model):
     rows = [line.split("\t") for line in result.stdout.splitlines()]
     assert [row[0] for row in rows] == ["1", "2", "1", "2"]
     assert rows[2][2] == rows[3][2] == ""
+
+
+def test_output_onto_the_input_file_is_refused(model, tmp_path):
+    path = tmp_path / "text.txt"
+    path.write_text("a b c\n", encoding="utf-8")
+    completed = nmt("translate", "--model-dir", model, "--input", path, "--output", path)
+    assert_one_line_error(completed, "--output")
+    assert path.read_text(encoding="utf-8") == "a b c\n"
+
+
+def test_output_file_is_complete_or_absent(model, tmp_path):
+    output = tmp_path / "out.txt"
+    ok("translate", "--model-dir", model, "--output", output, "-", input="a b c\nd e f\n")
+    assert lines_of(output.read_text(encoding="utf-8")) == ["c b a", "f e d"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.txt"]
+
+
+def test_invalid_utf8_on_stdin_is_one_line_error(model):
+    completed = subprocess.run(
+        [sys.executable, "-m", "nmt_cli", "translate", "--model-dir", str(model)],
+        input=b"a b c\n\xff\xfe\n",
+        capture_output=True,
+    )
+    assert completed.returncode == 2
+    assert completed.stderr.decode().strip().splitlines()[-1] == "error: stdin line 2 is not valid UTF-8; convert the input to UTF-8"
+
+
+def test_unknown_sacrebleu_tokenizer_is_refused(tmp_path):
+    for name in ("h.txt", "r.txt"):
+        (tmp_path / name).write_text("a b\n", encoding="utf-8")
+    completed = nmt("evaluate", "--hypotheses", tmp_path / "h.txt", "--references", tmp_path / "r.txt", "--tokenize", "nope")
+    assert_one_line_error(completed, "unknown --tokenize 'nope'")

@@ -210,3 +210,9 @@ def test_load_config_binary_garbage_is_a_user_error(tmp_path):
 def test_load_config_on_a_directory_is_a_user_error(tmp_path):
     with pytest.raises(UserError):
         load_config(tmp_path)
+
+
+@pytest.mark.parametrize(("field", "value"), [("seed", -1), ("seed", 2**32), ("clipnorm", -0.5)])
+def test_out_of_range_training_options_are_refused(field, value):
+    with pytest.raises(UserError, match=field):
+        TrainingConfig(**{field: value}).validate()

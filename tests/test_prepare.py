@@ -574,3 +574,41 @@ def test_cli_prepare_real_corpus_end_to_end(tmp_path, corpus_dir):
     for lang in ("en", "ja"):
         assert 260 < manifest["vocabulary"][lang]["actual"] <= 8000
     assert (data_dir / "dev.en").read_bytes() == (corpus_dir / "dev.en").read_bytes()
+
+
+def test_empty_dev_split_is_refused(tmp_path):
+    from conftest import _write_split, reversal_pairs
+
+    source = tmp_path / "corpus"
+    source.mkdir()
+    _write_split(source, "train", reversal_pairs(50, seed=3))
+    (source / "dev.en").write_text("")
+    (source / "dev.ja").write_text("")
+    with pytest.raises(UserError, match="dev split is empty"):
+        prepare(PrepareOptions(data_dir=tmp_path / "out", source=str(source)))
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [({"vocab_size": 0}, "--vocab-size"), ({"max_length": 0}, "--max-length"), ({"src_style": "shouty"}, "unknown text style")],
+)
+def test_bad_options_are_refused_before_any_work(tmp_path, options, message):
+    with pytest.raises(UserError, match=message):
+        prepare(PrepareOptions(data_dir=tmp_path / "out", source=str(tmp_path / "nowhere"), **options))
+
+
+def test_a_killed_swap_is_repaired(tmp_path):
+    from conftest import _write_split, reversal_pairs
+
+    source = tmp_path / "corpus"
+    source.mkdir()
+    _write_split(source, "train", reversal_pairs(60, seed=4))
+    data_dir = tmp_path / "prepared"
+    prepare(PrepareOptions(data_dir=data_dir, source=str(source)))
+    # As if killed between the two renames of a rebuild: only the old copy is left, aside.
+    data_dir.rename(tmp_path / ".prepared.old-999")
+    (tmp_path / ".prepared.tmp-abc").mkdir()
+    result = prepare(PrepareOptions(data_dir=data_dir, source=str(source)))
+    assert result.rebuilt is False and (data_dir / "manifest.json").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["corpus", "prepared"]

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from nmt_cli.errors import UserError
-from nmt_cli.training import HISTORY_FIELDS, TrainRequest, read_history, train
-from nmt_cli.workspace import Workspace
+from nmt_cli.training import TrainRequest, train
+from nmt_cli.workspace import HISTORY_FIELDS, Workspace, read_history
 
 SMALL = {"units": 32, "embedding_dim": 16, "dropout": 0.0}
 
@@ -91,3 +91,11 @@ def test_same_seed_same_losses(tmp_path, reversal_data):
     assert [row["loss"] for row in first] == [row["loss"] for row in second]
     assert [row["val_loss"] for row in first] == [row["val_loss"] for row in second]
     assert other[0]["loss"] != first[0]["loss"]
+
+
+def test_restart_with_bad_options_keeps_the_old_model(tmp_path, reversal_data):
+    model_dir = tmp_path / "model"
+    _train(model_dir, reversal_data, epochs=1, save_every=1)
+    with pytest.raises(UserError, match="not a prepared data directory"):
+        _train(model_dir, tmp_path / "missing-data", epochs=1, save_every=1, restart=True)
+    assert Workspace(model_dir).saved_epochs() == [1]

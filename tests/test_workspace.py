@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from nmt_cli.errors import UserError
-from nmt_cli.workspace import Workspace, write_text_atomic
+from nmt_cli.workspace import Workspace, read_history, write_text_atomic
 
 
 def touch(path):
@@ -100,14 +100,32 @@ def test_write_text_atomic(tmp_path):
 
 def test_remove_partial_files_and_clear(workspace):
     touch(workspace.checkpoint(1))
-    touch(workspace.checkpoints / "epoch-002.partial.keras")
-    touch(workspace.root / "config.json.partial")
+    touch(workspace.checkpoints / "epoch-002.4242.partial.keras")
+    touch(workspace.root / "config.json.4242.partial")
+    touch(workspace.root / "notes.partial.txt")  # not ours: stays
     workspace.remove_partial_files()
     assert sorted(p.name for p in workspace.checkpoints.iterdir()) == ["epoch-001.keras"]
-    assert not (workspace.root / "config.json.partial").exists()
+    assert not (workspace.root / "config.json.4242.partial").exists()
+    assert (workspace.root / "notes.partial.txt").exists()
     touch(workspace.config)
     touch(workspace.encoder)
     touch(workspace.logs / "events")
     workspace.clear()
     assert not workspace.checkpoints.exists() and not workspace.logs.exists()
     assert not workspace.config.exists() and not workspace.encoder.exists()
+
+
+def test_forget_best_after_drops_a_best_model_from_later_epochs(workspace):
+    for path in (workspace.best, workspace.encoder, workspace.decoder):
+        touch(path)
+    workspace.best_stamp.write_text('{"epoch": 7}\n')
+    workspace.forget_best_after(7)
+    assert workspace.best.exists() and workspace.best_epoch() == 7
+    workspace.forget_best_after(5)
+    assert not any(p.exists() for p in (workspace.best, workspace.encoder, workspace.decoder, workspace.best_stamp))
+
+
+def test_damaged_history_is_a_user_error(workspace):
+    workspace.history.write_text("epoch,loss\n1,not-a-number\n")
+    with pytest.raises(UserError, match="damaged"):
+        read_history(workspace.history)

@@ -24,7 +24,8 @@ def _native_stderr_silenced() -> Iterator[None]:
 
 def load_tensorflow() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    # The data pipeline and decoding loops are TensorFlow: another Keras backend cannot run them.
+    os.environ["KERAS_BACKEND"] = "tensorflow"
     with _native_stderr_silenced():
         import keras  # noqa: F401
         import tensorflow as tf

@@ -75,13 +75,13 @@ def prepare(
 
 
 # Model options, shared by `train` and `summary` (None: not given, so the default or saved value holds).
-ARCH = typer.Option(None, help="seq2seq or attention [default: attention].")
-UNITS = typer.Option(None, help="LSTM units [default: 256].")
-EMBEDDING_DIM = typer.Option(None, help="Embedding size [default: 256].")
-LAYERS = typer.Option(None, help="LSTM layers in encoder and decoder [default: 1].")
-DROPOUT = typer.Option(None, help="Dropout rate [default: 0.2].")
+ARCH = typer.Option(None, help="seq2seq or attention (default: attention).")
+UNITS = typer.Option(None, help="LSTM units (default: 256).")
+EMBEDDING_DIM = typer.Option(None, help="Embedding size (default: 256).")
+LAYERS = typer.Option(None, help="LSTM layers in encoder and decoder (default: 1).")
+DROPOUT = typer.Option(None, help="Dropout rate (default: 0.2).")
 BIDIRECTIONAL = typer.Option(None, "--bidirectional/--unidirectional", help="Bidirectional encoder (attention only).")
-ATTENTION = typer.Option(None, help="luong or bahdanau [default: luong].")
+ATTENTION = typer.Option(None, help="luong or bahdanau (default: luong).")
 
 
 @app.command()
@@ -96,14 +96,14 @@ def train(
     dropout: Optional[float] = DROPOUT,
     bidirectional: Optional[bool] = BIDIRECTIONAL,
     attention: Optional[str] = ATTENTION,
-    epochs: Optional[int] = typer.Option(None, help="Total epochs, counting those already done [default: 20]."),
-    save_every: Optional[int] = typer.Option(None, help="Save a checkpoint every N epochs; the last is always saved [default: 5]."),
-    batch_size: Optional[int] = typer.Option(None, help="Sentence pairs per batch [default: 64]."),
-    learning_rate: Optional[float] = typer.Option(None, help="Adam learning rate [default: 0.001]."),
-    clipnorm: Optional[float] = typer.Option(None, help="Clip each gradient to this norm; 0 turns clipping off [default: 1.0]."),
-    label_smoothing: Optional[float] = typer.Option(None, help="Label smoothing [default: 0.1]."),
-    seed: Optional[int] = typer.Option(None, help="Random seed: the same seed, data and options give the same losses [default: 1234]."),
-    jit_compile: Optional[bool] = typer.Option(None, "--jit/--no-jit", help="Compile training steps with XLA: faster for seq2seq, but runs are no longer bit-reproducible [default: off]."),
+    epochs: Optional[int] = typer.Option(None, help="Total epochs, counting those already done (default: 20)."),
+    save_every: Optional[int] = typer.Option(None, help="Save a checkpoint every N epochs; the last is always saved (default: 5)."),
+    batch_size: Optional[int] = typer.Option(None, help="Sentence pairs per batch (default: 64)."),
+    learning_rate: Optional[float] = typer.Option(None, help="Adam learning rate (default: 0.001)."),
+    clipnorm: Optional[float] = typer.Option(None, help="Clip each gradient to this norm; 0 turns clipping off (default: 1.0)."),
+    label_smoothing: Optional[float] = typer.Option(None, help="Label smoothing (default: 0.1)."),
+    seed: Optional[int] = typer.Option(None, help="Random seed: the same seed, data and options give the same losses (default: 1234)."),
+    jit_compile: Optional[bool] = typer.Option(None, "--jit/--no-jit", help="Compile training steps with XLA; runs are then not bit-reproducible, and on CPU it can be slower: measure first (default: off)."),
     restart: bool = typer.Option(False, "--restart", help="Discard the model directory's checkpoints and start over."),
 ) -> None:
     """Train an encoder-decoder on prepared data, saving checkpoints as it goes."""
@@ -128,18 +128,18 @@ def train(
         restart=restart,
     )
     result = run_training(request, console.RichReporter())
-    console.stdout.print(console.training_summary(result, str(model_dir)))
+    console.say(console.training_summary(result, str(model_dir)))
 
 
 @app.command()
 def evaluate(
     model_dir: Path = typer.Option(Path("models/default"), help="The trained model directory."),
     data_dir: Optional[Path] = typer.Option(None, help="Prepared data (default: the one the model was trained on)."),
-    split: Optional[str] = typer.Option(None, help="test or dev [default: test when prepared, else dev]."),
+    split: Optional[str] = typer.Option(None, help="test or dev (default: test when prepared, else dev)."),
     checkpoint: str = typer.Option("best", help="best, last or epoch-N."),
     all_checkpoints: bool = typer.Option(False, "--all-checkpoints", help="Score every saved checkpoint and mark the best."),
     beam_size: int = typer.Option(5, help="Beam width; 1 is greedy search."),
-    output: Optional[Path] = typer.Option(None, help="Hypotheses file [default: MODEL_DIR/eval/SPLIT-CHECKPOINT-beamK.txt]."),
+    output: Optional[Path] = typer.Option(None, help="Hypotheses file (default: MODEL_DIR/eval/SPLIT-CHECKPOINT-beamK.txt)."),
     hypotheses: Optional[Path] = typer.Option(None, help="Score this hypothesis file instead of translating (needs --references)."),
     references: Optional[Path] = typer.Option(None, help="Reference file for --hypotheses."),
     tokenize: str = typer.Option("13a", help="sacreBLEU tokenizer for --hypotheses/--references scoring."),
@@ -159,7 +159,7 @@ def evaluate(
         if as_json:
             console.stdout.print_json(json.dumps(vars(scores)))
         else:
-            console.stdout.print(console.scores_text(scores))
+            console.say(console.scores_text(scores))
         return
     if beam_size < 1:
         raise UserError("--beam-size must be at least 1")
@@ -187,14 +187,14 @@ def evaluate(
         console.stdout.print_json(json.dumps(payload))
     elif all_checkpoints:
         console.stdout.print(console.checkpoint_table(results))
-        console.stdout.print(f"BLEU {results[0].scores.bleu_signature}", soft_wrap=True)
+        console.say(f"BLEU {results[0].scores.bleu_signature}")
     else:
-        console.stdout.print(console.evaluation_text(results[0]))
+        console.say(console.evaluation_text(results[0]))
 
 
 @app.command()
 def summary(
-    model_dir: Optional[Path] = typer.Option(None, help="A trained model directory [default: models/default, unless model options are given]."),
+    model_dir: Optional[Path] = typer.Option(None, help="A trained model directory (default: models/default, unless model options are given)."),
     data_dir: Optional[Path] = typer.Option(None, help="Prepared data, for the vocabulary sizes of an untrained model."),
     arch: Optional[str] = ARCH,
     units: Optional[int] = UNITS,
@@ -224,16 +224,16 @@ def summary(
     from nmt_cli import backend, console
 
     backend.load_tensorflow()
-    from nmt_cli import summary as inspect
+    from nmt_cli import summary as summaries
     from nmt_cli.config import ModelConfig
 
     if untrained:
-        view, models = inspect.summarize_untrained(ModelConfig(**model_options), data_dir)
+        view, models = summaries.summarize_untrained(ModelConfig(**model_options), data_dir)
     else:
-        view, models = inspect.summarize_model_dir(model_dir or Path("models/default"))
+        view, models = summaries.summarize_model_dir(model_dir or Path("models/default"))
     if plot is not None:
         try:
-            written = inspect.plot(models, plot)
+            written = summaries.plot(models, plot)
             view["plots"] = [str(p) for p in written]
         except ImportError:
             console.stderr.print(
@@ -272,6 +272,8 @@ def translate(
         raise UserError(f"--input {input_file} is not a file")
     if texts and "-" in texts and texts != ["-"]:
         raise UserError("- (read stdin) cannot be mixed with sentences given as arguments")
+    if input_file is not None and output_file is not None and input_file.resolve() == output_file.resolve():
+        raise UserError("--output must not be the --input file: it would be overwritten while being read")
 
     from nmt_cli import backend, console
 
@@ -281,21 +283,22 @@ def translate(
     translator = Translator(model_dir, checkpoint)
 
     def warn_long(line: str, pieces: int, trained: int) -> None:
+        excerpt = line if len(line) <= 40 else line[:37] + "..."
         console.stderr.print(
-            f"[yellow]warning:[/] input of {pieces} pieces is longer than any training sentence ({trained}); "
-            "it is translated whole, but quality may suffer"
+            f"warning: {excerpt!r} has {pieces} pieces, more than any training sentence ({trained}); "
+            "it is translated whole, but quality may suffer",
+            markup=False,
+            highlight=False,
         )
 
+    reading_stdin = input_file is None and not (texts and texts != ["-"])
     with ExitStack() as stack:
         if input_file is not None:
-            lines = (line.rstrip("\r\n") for line in stack.enter_context(open(input_file, encoding="utf-8")))
-        elif texts and texts != ["-"]:
+            lines = _utf8_lines(stack.enter_context(open(input_file, "rb")), str(input_file))
+        elif not reading_stdin:
             lines = iter(texts)
         else:
-            lines = (line.rstrip("\r\n") for line in sys.stdin)
-        # Someone typing wants each answer at once; a pipe is translated in large batches.
-        interactive = input_file is None and not (texts and texts != ["-"]) and sys.stdin.isatty()
-        out = stack.enter_context(open(output_file, "w", encoding="utf-8")) if output_file else sys.stdout
+            lines = _utf8_lines(sys.stdin.buffer, "stdin")
         results = translator.translate(
             lines,
             beam_size=beam_size,
@@ -303,11 +306,36 @@ def translate(
             normalize_input=normalize,
             tokenized_output=tokenized,
             on_long_input=warn_long,
-            chunk_lines=1 if interactive else None,
+            # Someone typing wants each answer at once; a pipe is translated in large batches.
+            chunk_lines=1 if reading_stdin and sys.stdin.isatty() else None,
         )
-        for result in results:
-            out.write(console.translation_lines(result, n_best, as_json))
-            out.flush()
+        if output_file is None:
+            for result in results:
+                sys.stdout.write(console.translation_lines(result, n_best, as_json))
+                sys.stdout.flush()
+        else:
+            _write_atomic_lines(output_file, (console.translation_lines(r, n_best, as_json) for r in results))
+
+
+def _utf8_lines(stream, name: str):
+    """Lines split on \\n only (as `nmt prepare` reads files), without their line ends."""
+    for number, raw in enumerate(stream, 1):
+        try:
+            yield raw.decode("utf-8").rstrip("\r\n")
+        except UnicodeDecodeError:
+            raise UserError(f"{name} line {number} is not valid UTF-8; convert the input to UTF-8") from None
+
+
+def _write_atomic_lines(path: Path, chunks) -> None:
+    """Write to a temporary name beside `path` and rename when complete."""
+    partial = path.with_name(f".{path.name}.partial")
+    try:
+        with open(partial, "w", encoding="utf-8") as out:
+            for chunk in chunks:
+                out.write(chunk)
+        partial.replace(path)
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 def main() -> None:
@@ -316,3 +344,8 @@ def main() -> None:
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(error.exit_code)
+    except OSError as error:
+        # A file the system refused (permissions, disk full, a missing folder): the user can fix it.
+        where = f"{error.filename}: " if error.filename else ""
+        print(f"error: {where}{error.strerror or error}", file=sys.stderr)
+        sys.exit(2)

@@ -76,6 +76,10 @@ class TrainingConfig:
             raise UserError("--learning-rate must be positive")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise UserError("--label-smoothing must be in [0, 1)")
+        if self.clipnorm < 0:
+            raise UserError("--clipnorm must be 0 (no clipping) or positive")
+        if not 0 <= self.seed < 2**32:
+            raise UserError("--seed must be between 0 and 4294967295")
 
 
 @dataclass
@@ -145,6 +149,8 @@ def read_options_file(path: Path) -> dict[str, Any]:
     unknown = sorted(set(options) - OPTION_NAMES)
     if unknown:
         raise UserError(f"config file {path}: unknown option {unknown[0]!r}")
+    if not isinstance(options.get("data_dir", ""), str):
+        raise UserError(f"config file {path}: data_dir must be a path in quotes")
     return options
 
 

@@ -11,7 +11,6 @@ from rich.progress import (
     DownloadColumn,
     MofNCompleteColumn,
     Progress,
-    TaskProgressColumn,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
@@ -25,15 +24,17 @@ stdout = Console()
 stderr = Console(stderr=True)
 
 
+def say(text: str) -> None:
+    """A plain result line: no markup (paths may hold [brackets]), no wrapping when piped."""
+    stdout.print(text, markup=False, highlight=False, soft_wrap=True)
+
+
 class _RichTask:
     def __init__(self, progress: Progress, task_id: int):
         self._progress, self._id = progress, task_id
 
     def advance(self, amount: float = 1, **fields: object) -> None:
         self._progress.update(self._id, advance=amount, fields=_format_fields(fields))
-
-    def reset(self, total: float | None = None, description: str | None = None) -> None:
-        self._progress.reset(self._id, total=total, description=description or self._progress.tasks[self._id].description)
 
 
 def _format_fields(fields: dict[str, object]) -> str:
@@ -52,11 +53,11 @@ class RichReporter(Reporter):
         if unit == "bytes":
             columns = [TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn()]
         else:
+            # Narrow enough that description, counts, times and metrics fit in 80 columns.
             columns = [
                 TextColumn("{task.description}"),
-                BarColumn(),
+                BarColumn(bar_width=12),
                 MofNCompleteColumn(),
-                TaskProgressColumn(),
                 TimeElapsedColumn(),
                 TextColumn("eta"),
                 TimeRemainingColumn(),

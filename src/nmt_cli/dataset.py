@@ -46,7 +46,7 @@ class ParallelBatches:
 
     @property
     def target_tokens(self) -> int:
-        """Real target tokens per epoch, `<eos>` included: what tokens-per-second counts."""
+        """Real target tokens per epoch, `<eos>` included (the benchmark's epoch-length estimate)."""
         return int(sum(len(t) + 1 for t in self.target))
 
     def plan(self, epoch: int) -> list[np.ndarray]:

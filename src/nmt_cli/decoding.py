@@ -111,7 +111,10 @@ class Searcher:
             total += tf.where(finished, 0.0, gained)
             lengths += tf.where(finished, 0.0, 1.0)
             output = output.write(t, best)
-            return t + 1, best, states, finished | tf.equal(best, EOS_ID), total, lengths, output
+            # A finished row is fed <eos>, not padding: an all-padding step is a fully masked
+            # sequence, which cuDNN's LSTM refuses on GPU.
+            next_tokens = tf.where(finished, EOS_ID, best)
+            return t + 1, next_tokens, states, finished | tf.equal(best, EOS_ID), total, lengths, output
 
         def more(t, tokens, states, finished, *_):
             return tf.logical_and(t < max_steps, tf.logical_not(tf.reduce_all(finished)))
@@ -122,48 +125,64 @@ class Searcher:
         return tf.transpose(output.stack()), total / tf.pow(tf.maximum(lengths, 1.0), self.length_alpha)
 
     def _beam_graph(self, source, beam_size: int):
+        """Beam search as in fairseq: hypotheses that end leave the beam for a pool of finished
+        ones, and a sentence is done once K have finished; the pool is ranked by score over
+        length**alpha. With K = 1 this is exactly greedy search.
+        """
         memory, states = self._split_encoder_outputs(source)
         batch = tf.shape(source)[0]
         limits, max_steps = self._max_steps(source)
         memory = [tf.repeat(m, beam_size, axis=0) for m in memory]
         states = [tf.repeat(s, beam_size, axis=0) for s in states]
-        limits = tf.repeat(limits, beam_size)
+        limits = tf.reshape(tf.repeat(limits, beam_size), [batch, beam_size, 1])
         vocab = self.decoder.outputs[0].shape[-1]
+        eos_only = tf.one_hot(EOS_ID, vocab, on_value=0.0, off_value=NEG_INF)
+        in_beam = tf.range(2 * beam_size) < beam_size
 
         # Only the first beam is live at the start, so the first step does not pick K copies.
-        scores = tf.tile(tf.constant([[0.0] + [NEG_INF] * (beam_size - 1)]), [batch, 1])
+        live_scores = tf.tile(tf.constant([[0.0] + [NEG_INF] * (beam_size - 1)]), [batch, 1])
+        live_sequences = tf.zeros([batch, beam_size, 0], tf.int32)
         tokens = tf.fill([batch * beam_size], BOS_ID)
-        sequences = tf.zeros([batch, beam_size, 0], tf.int32)
-        finished = tf.zeros([batch, beam_size], tf.bool)
-        lengths = tf.zeros([batch, beam_size])
-        # A finished beam may only extend with padding, at no cost, keeping its score.
-        finished_row = tf.one_hot(PAD_ID, vocab, on_value=0.0, off_value=NEG_INF)
+        done_scores = tf.fill([batch, beam_size], NEG_INF)  # normalised
+        done_sequences = tf.zeros([batch, beam_size, 0], tf.int32)
+        done_count = tf.zeros([batch], tf.int32)
 
-        def body(t, tokens, states, scores, sequences, finished, lengths):
+        def body(t, tokens, states, live_scores, live_sequences, done_scores, done_sequences, done_count):
             log_probs, states = self._step(tokens, memory, states)
-            forced_eos = tf.one_hot(EOS_ID, vocab, on_value=0.0, off_value=NEG_INF)
-            at_limit = tf.reshape(t + 1 >= limits, [-1, 1])
-            log_probs = tf.where(at_limit, log_probs + forced_eos, log_probs)
             log_probs = tf.reshape(log_probs, [batch, beam_size, vocab])
-            log_probs = tf.where(finished[:, :, None], finished_row[None, None, :], log_probs)
-            candidates = tf.reshape(scores[:, :, None] + log_probs, [batch, beam_size * vocab])
-            scores, flat = tf.math.top_k(candidates, k=beam_size)
+            log_probs = tf.where(t + 1 >= limits, log_probs + eos_only, log_probs)
+            candidates = tf.reshape(live_scores[:, :, None] + log_probs, [batch, beam_size * vocab])
+            # 2K candidates hold at least K that do not end (each beam ends at most once).
+            top_scores, flat = tf.math.top_k(candidates, k=2 * beam_size)
             parent, token = flat // vocab, flat % vocab
-            sequences = tf.concat([tf.gather(sequences, parent, batch_dims=1), token[:, :, None]], axis=2)
-            was_finished = tf.gather(finished, parent, batch_dims=1)
-            lengths = tf.gather(lengths, parent, batch_dims=1) + tf.where(was_finished, 0.0, 1.0)
-            finished = was_finished | tf.equal(token, EOS_ID)
-            flat_parent = tf.reshape(parent + tf.range(batch)[:, None] * beam_size, [-1])
+            extended = tf.concat([tf.gather(live_sequences, parent, batch_dims=1), token[:, :, None]], axis=2)
+            ends = tf.equal(token, EOS_ID)
+
+            # An ending counts only if it ranks among the K best candidates of an unfinished sentence.
+            sentence_done = done_count >= beam_size
+            finishing = ends & in_beam[None, :] & tf.logical_not(sentence_done)[:, None]
+            length_penalty = tf.pow(tf.cast(t + 1, tf.float32), self.length_alpha)
+            ended_scores = tf.where(finishing, top_scores / length_penalty, NEG_INF)
+            padded_done = tf.pad(done_sequences, [[0, 0], [0, 0], [0, 1]], constant_values=PAD_ID)
+            done_scores, keep = tf.math.top_k(tf.concat([done_scores, ended_scores], axis=1), k=beam_size)
+            done_sequences = tf.gather(tf.concat([padded_done, extended], axis=1), keep, batch_dims=1)
+            done_count += tf.reduce_sum(tf.cast(finishing, tf.int32), axis=1)
+
+            live_scores, keep = tf.math.top_k(tf.where(ends, NEG_INF, top_scores), k=beam_size)
+            live_sequences = tf.gather(extended, keep, batch_dims=1)
+            live_parent = tf.gather(parent, keep, batch_dims=1)
+            flat_parent = tf.reshape(live_parent + tf.range(batch)[:, None] * beam_size, [-1])
             states = [tf.gather(s, flat_parent) for s in states]
-            return t + 1, tf.reshape(token, [-1]), states, scores, sequences, finished, lengths
+            tokens = tf.reshape(tf.gather(token, keep, batch_dims=1), [-1])
+            return t + 1, tokens, states, live_scores, live_sequences, done_scores, done_sequences, done_count
 
-        def more(t, tokens, states, scores, sequences, finished, lengths):
-            return tf.logical_and(t < max_steps, tf.logical_not(tf.reduce_all(finished)))
+        def more(t, tokens, states, live_scores, live_sequences, done_scores, done_sequences, done_count):
+            return tf.logical_and(t < max_steps, tf.logical_not(tf.reduce_all(done_count >= beam_size)))
 
-        _, _, _, scores, sequences, _, lengths = tf.while_loop(
+        loop = tf.while_loop(
             more,
             body,
-            [tf.constant(0), tokens, states, scores, sequences, finished, lengths],
+            [tf.constant(0), tokens, states, live_scores, live_sequences, done_scores, done_sequences, done_count],
             shape_invariants=[
                 tf.TensorShape([]),
                 tf.TensorShape([None]),
@@ -171,12 +190,12 @@ class Searcher:
                 tf.TensorShape([None, beam_size]),
                 tf.TensorShape([None, beam_size, None]),
                 tf.TensorShape([None, beam_size]),
-                tf.TensorShape([None, beam_size]),
+                tf.TensorShape([None, beam_size, None]),
+                tf.TensorShape([None]),
             ],
         )
-        normalised = scores / tf.pow(tf.maximum(lengths, 1.0), self.length_alpha)
-        order = tf.argsort(normalised, axis=1, direction="DESCENDING")
-        return tf.gather(sequences, order, batch_dims=1), tf.gather(normalised, order, batch_dims=1)
+        done_scores, done_sequences = loop[5], loop[6]
+        return done_sequences, done_scores
 
 
 def _until_eos(ids: np.ndarray) -> list[int]:

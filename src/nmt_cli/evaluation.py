@@ -6,6 +6,7 @@ import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sacrebleu.metrics import BLEU, CHRF
 
@@ -13,8 +14,10 @@ from nmt_cli.corpus import read_lines
 from nmt_cli.errors import UserError
 from nmt_cli.prepare import load_encoded, load_manifest, tokenizer_file
 from nmt_cli.tokenizer import style
-from nmt_cli.translation import Translator
 from nmt_cli.workspace import write_text_atomic
+
+if TYPE_CHECKING:  # scoring files alone must not pull in TensorFlow
+    from nmt_cli.translation import Translator
 
 
 @dataclass
@@ -52,7 +55,13 @@ def bleu_tokenizer(style_name: str, lang: str) -> str:
 def score(hypotheses: list[str], references: list[str], tokenize: str) -> Scores:
     if len(hypotheses) != len(references):
         raise UserError(f"{len(hypotheses)} hypotheses but {len(references)} references: they must align line by line")
-    bleu, chrf = BLEU(tokenize=tokenize), CHRF()
+    if tokenize not in BLEU.TOKENIZERS:
+        raise UserError(f"unknown --tokenize {tokenize!r}; sacreBLEU knows: {', '.join(BLEU.TOKENIZERS)}")
+    try:
+        bleu = BLEU(tokenize=tokenize)
+    except (RuntimeError, ImportError) as error:
+        raise UserError(f"sacreBLEU's {tokenize!r} tokenizer is not usable here: {error}") from None
+    chrf = CHRF()
     bleu_score = bleu.corpus_score(hypotheses, [references])
     chrf_score = chrf.corpus_score(hypotheses, [references])
     return Scores(
@@ -93,7 +102,7 @@ def evaluate(
 ) -> Evaluation:
     """Translate a prepared split (its encoded source, exactly as training saw it) and score it."""
     data_dir = Path(data_dir)
-    load_manifest(data_dir)
+    load_manifest(data_dir)  # a clear error when this is not a prepared data directory
     check_tokenizers_match(translator, data_dir)
     if not (data_dir / f"{split}.npz").exists():
         raise UserError(f"{data_dir} has no {split} split; choose --split dev or prepare one")
@@ -107,7 +116,7 @@ def evaluate(
     hypotheses = translator.target_tokenizer.decode(best_ids)
 
     name = translator.workspace.checkpoint_name(translator.checkpoint)
-    output = Path(output) if output else translator.workspace.root / "eval" / f"{split}-{name}-beam{beam_size}.txt"
+    output = Path(output) if output else translator.workspace.evaluations / f"{split}-{name}-beam{beam_size}.txt"
     output.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(output, "".join(line + "\n" for line in hypotheses))
     scores = score(hypotheses, references, bleu_tokenizer(translator.target_style, translator.target_lang))

@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import tempfile
+import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -33,6 +34,7 @@ from nmt_cli.progress import Reporter
 from nmt_cli.tokenizer import SPECIAL_IDS, Tokenizer, style, train_tokenizer
 
 MANIFEST = "manifest.json"
+REQUIRED_MANIFEST_KEYS = ("languages", "styles", "splits", "vocabulary", "special_ids", "token_lengths")
 HELD_OUT_DEV_MAX = 1000
 
 
@@ -66,12 +68,21 @@ def encoded_file(split: str) -> str:
 
 def load_manifest(data_dir: Path) -> dict:
     path = Path(data_dir) / MANIFEST
+    if not path.exists():
+        raise UserError(f"{data_dir} is not a prepared data directory (no {MANIFEST}); run `nmt prepare` first")
+    return read_manifest(path)
+
+
+def read_manifest(path: Path) -> dict:
+    """A manifest file (a data directory's, or the copy beside a model), checked for its keys."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UserError(f"{data_dir} is not a prepared data directory (no {MANIFEST}); run `nmt prepare` first") from None
-    except (OSError, json.JSONDecodeError) as error:
+        manifest = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise UserError(f"cannot read {path}: {error}; rebuild it with `nmt prepare --force`") from None
+    missing = [key for key in REQUIRED_MANIFEST_KEYS if not isinstance(manifest, dict) or key not in manifest]
+    if missing:
+        raise UserError(f"{path} lacks {missing[0]!r}: it was not written by this version; rebuild it with `nmt prepare --force`")
+    return manifest
 
 
 def load_encoded(data_dir: Path, split: str) -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -84,6 +95,8 @@ def load_encoded(data_dir: Path, split: str) -> tuple[list[np.ndarray], list[np.
             )
     except FileNotFoundError:
         raise UserError(f"{path} is missing; rebuild the data directory with `nmt prepare --force`") from None
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        raise UserError(f"{path} is damaged; rebuild the data directory with `nmt prepare --force`") from None
 
 
 def _unflatten(ids: np.ndarray, offsets: np.ndarray) -> list[np.ndarray]:
@@ -96,9 +109,17 @@ def prepare(options: PrepareOptions, reporter: Reporter | None = None) -> Prepar
         raise UserError("--src-lang and --tgt-lang must differ")
     if options.max_pairs is not None and options.max_pairs < 1:
         raise UserError("--max-pairs must be at least 1")
+    if options.vocab_size < len(SPECIAL_IDS) + 1:
+        raise UserError(f"--vocab-size must be more than the {len(SPECIAL_IDS)} special pieces")
+    if options.max_length < 1:
+        raise UserError("--max-length must be at least 1")
+    for name in (options.src_style, options.tgt_style):
+        if name is not None:
+            style(name)
     data_dir = Path(options.data_dir)
     _refuse_foreign_directory(data_dir)
     data_dir.parent.mkdir(parents=True, exist_ok=True)
+    _remove_leftovers(data_dir)
     staging = Path(tempfile.mkdtemp(dir=data_dir.parent, prefix=f".{data_dir.name}.tmp-"))
     try:
         source = _gather_source(options, staging / "raw", reporter, data_dir)
@@ -217,6 +238,8 @@ def _build(source: _Source, options: PrepareOptions, fingerprint: str, out: Path
     train_src, train_tgt = text["train"]
     if options.max_pairs is not None:
         train_src, train_tgt = train_src[: options.max_pairs], train_tgt[: options.max_pairs]
+    if "dev" in text and not text["dev"][0]:
+        raise UserError("the dev split is empty: give it pairs, or remove its files to hold out a slice of train")
     held_out = "dev" not in text
     if held_out:
         size = max(1, min(HELD_OUT_DEV_MAX, len(train_src) // 50))
@@ -304,11 +327,22 @@ def _length_stats(seqs: list[list[int]]) -> dict[str, float]:
     return {"mean": round(float(lengths.mean()), 2), "p95": float(np.percentile(lengths, 95)), "max": int(lengths.max())}
 
 
+def _remove_leftovers(data_dir: Path) -> None:
+    """Folders a killed run left beside the data directory; a complete old copy is put back."""
+    for old in data_dir.parent.glob(f".{data_dir.name}.old-*"):
+        if not data_dir.exists() and (old / MANIFEST).exists():
+            os.replace(old, data_dir)
+        else:
+            shutil.rmtree(old, ignore_errors=True)
+    for staging in data_dir.parent.glob(f".{data_dir.name}.tmp-*"):
+        shutil.rmtree(staging, ignore_errors=True)
+
+
 def _swap_into_place(out: Path, data_dir: Path) -> None:
     if data_dir.exists():
         old = data_dir.with_name(f".{data_dir.name}.old-{os.getpid()}")
         os.replace(data_dir, old)
         os.replace(out, data_dir)
-        shutil.rmtree(old)
+        shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(out, data_dir)

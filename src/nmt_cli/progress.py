@@ -13,14 +13,9 @@ from typing import Iterator, Protocol
 class Task(Protocol):
     def advance(self, amount: float = 1, **fields: object) -> None: ...
 
-    def reset(self, total: float | None = None, description: str | None = None) -> None: ...
-
 
 class _SilentTask:
     def advance(self, amount: float = 1, **fields: object) -> None:
-        pass
-
-    def reset(self, total: float | None = None, description: str | None = None) -> None:
         pass
 
 

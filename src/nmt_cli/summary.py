@@ -14,9 +14,8 @@ import keras
 from nmt_cli.config import ModelConfig, RunConfig, load_config
 from nmt_cli.errors import UserError
 from nmt_cli.models import Seq2SeqModels, build_models
-from nmt_cli.prepare import load_manifest
-from nmt_cli.training import read_history
-from nmt_cli.workspace import Workspace
+from nmt_cli.prepare import load_manifest, read_manifest
+from nmt_cli.workspace import Workspace, read_history
 
 
 def _shape(tensor) -> list:
@@ -89,10 +88,7 @@ def summarize_model_dir(model_dir: Path) -> tuple[dict, Seq2SeqModels]:
         raise UserError(f"model directory {model_dir} does not exist; train one, or give model options to see an untrained model")
     config = load_config(workspace.config)
     models = build_models(config.model)
-    try:
-        manifest = json.loads(workspace.data_manifest.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        manifest = load_manifest(Path(config.data_dir))
+    manifest = read_manifest(workspace.data_manifest)
     history = read_history(workspace.history)
     best = min(history, key=lambda row: row["val_loss"])["epoch"] if history else None
     checkpoints = sorted(workspace.checkpoints.glob("*.keras")) if workspace.checkpoints.is_dir() else []

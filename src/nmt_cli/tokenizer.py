@@ -54,10 +54,11 @@ def style(name: str) -> TextStyle:
 def normalize(text: str, style_name: str) -> str:
     """Bring raw user text to the form the corpus (and so the model) was written in."""
     text_style = style(style_name)
-    text = unicodedata.normalize("NFKC", text).translate(_EN_CURLY)
+    text = unicodedata.normalize("NFKC", text)
     if text_style.lowercase:
         text = text.lower()
     if text_style.words == "en":
+        text = text.translate(_EN_CURLY)
         text = _EN_CLITIC.sub(" '", text)
         text = _EN_PUNCT.sub(r" \1 ", text)
     return _SPACES.sub(" ", text).strip()
@@ -102,6 +103,7 @@ class Tokenizer:
         return self._sp.decode(ids)
 
     def pieces(self, sentence: str) -> list[str]:
+        """How a sentence is split, piece by piece: for looking, not for the model."""
         return self._sp.encode(sentence, out_type=str)
 
 

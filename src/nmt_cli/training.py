@@ -5,10 +5,8 @@ Progress reaches the user only through a `Reporter`; Keras' own progress bar is 
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
-import shutil
+import json
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
@@ -22,14 +20,11 @@ from nmt_cli import __version__
 from nmt_cli.config import ModelConfig, RunConfig, TrainingConfig, load_config
 from nmt_cli.dataset import ParallelBatches
 from nmt_cli.errors import UserError
-from nmt_cli.models import Seq2SeqModels, build_models, from_training_model
+from nmt_cli.models import build_models
 from nmt_cli.objectives import MaskedCrossEntropy, MaskedTokenAccuracy, TargetTokens
 from nmt_cli.prepare import MANIFEST, load_encoded, load_manifest, tokenizer_file
 from nmt_cli.progress import Reporter
-from nmt_cli.workspace import Workspace, save_model_atomic, write_text_atomic
-
-HISTORY_FIELDS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "seconds", "tokens_per_second")
-
+from nmt_cli.workspace import Workspace, load_checkpoint, read_history, save_model_atomic, write_bytes_atomic, write_history, write_text_atomic
 
 @dataclass
 class TrainRequest:
@@ -43,7 +38,6 @@ class TrainRequest:
 @dataclass
 class TrainResult:
     config: RunConfig
-    first_epoch: int  # 1-based number of the first epoch this call ran
     history: list[dict[str, float]]
 
 
@@ -72,39 +66,12 @@ def compile_model(model: keras.Model, training: TrainingConfig, optimizer: keras
     )
 
 
-def load_keras_model(path: Path) -> keras.Model:
-    try:
-        return keras.models.load_model(path, safe_mode=True)
-    except (OSError, ValueError) as error:
-        raise UserError(f"cannot load {path}: {error}") from None
-
-
-def load_checkpoint(path: Path, config: ModelConfig) -> Seq2SeqModels:
-    return from_training_model(load_keras_model(path), config)
-
-
-def read_history(path: Path) -> list[dict[str, float]]:
-    if not path.exists():
-        return []
-    with open(path, newline="", encoding="utf-8") as stream:
-        return [{key: float(value) for key, value in row.items()} for row in csv.DictReader(stream)]
-
-
-def _write_history(path: Path, rows: list[dict[str, float]]) -> None:
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=HISTORY_FIELDS, lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({key: (int(row[key]) if key == "epoch" else f"{row[key]:.6g}") for key in HISTORY_FIELDS})
-    write_text_atomic(path, out.getvalue())
-
-
 def _copy_data_description(data_dir: Path, workspace: Workspace) -> None:
     """Tokenizers and manifest beside the model, so translating needs no data directory."""
     manifest = load_manifest(data_dir)
     for lang in manifest["languages"].values():
-        shutil.copyfile(data_dir / tokenizer_file(lang), workspace.tokenizer(lang))
-    shutil.copyfile(data_dir / MANIFEST, workspace.data_manifest)
+        write_bytes_atomic(workspace.tokenizer(lang), (data_dir / tokenizer_file(lang)).read_bytes())
+    write_bytes_atomic(workspace.data_manifest, (data_dir / MANIFEST).read_bytes())
 
 
 def _resolve(request: TrainRequest, workspace: Workspace) -> tuple[RunConfig, int]:
@@ -120,6 +87,7 @@ def _resolve(request: TrainRequest, workspace: Workspace) -> tuple[RunConfig, in
                 "use --restart to start over or another --model-dir"
             )
         data_dir = Path(request.data_dir or saved.data_dir)
+        load_manifest(data_dir)  # says clearly when it is missing
         if manifest_sha256(data_dir) != saved.data_manifest_sha256:
             raise UserError(
                 f"{data_dir} is not the data {workspace.root} was trained on; "
@@ -151,9 +119,9 @@ def _resolve(request: TrainRequest, workspace: Workspace) -> tuple[RunConfig, in
 def train(request: TrainRequest, reporter: Reporter | None = None) -> TrainResult:
     reporter = reporter or Reporter()
     workspace = Workspace(request.model_dir)
-    if request.restart:
-        workspace.clear()
     config, done = _resolve(request, workspace)
+    if request.restart:
+        workspace.clear()  # only once the new run's options and data are known to be good
     workspace.checkpoints.mkdir(parents=True, exist_ok=True)
     workspace.remove_partial_files()
 
@@ -176,6 +144,7 @@ def train(request: TrainRequest, reporter: Reporter | None = None) -> TrainResul
     dev_batches = ParallelBatches(*load_encoded(data_dir, "dev"), config.training.batch_size, config.training.seed, shuffle=False)
 
     history = [row for row in read_history(workspace.history) if row["epoch"] <= done]
+    workspace.forget_best_after(done)
     monitor = _EpochMonitor(workspace, models, config.training, train_batches, history, reporter)
     tensorboard = keras.callbacks.TensorBoard(log_dir=str(workspace.logs), write_graph=False, profile_batch=0)
     try:
@@ -190,7 +159,7 @@ def train(request: TrainRequest, reporter: Reporter | None = None) -> TrainResul
         )
     finally:
         monitor.close()
-    return TrainResult(config=config, first_epoch=done + 1, history=monitor.history)
+    return TrainResult(config=config, history=monitor.history)
 
 
 class _EpochMonitor(keras.callbacks.Callback):
@@ -235,12 +204,15 @@ class _EpochMonitor(keras.callbacks.Callback):
             "tokens_per_second": float(logs["target_tokens"]) / seconds,
         }
         self.history.append(row)
-        if number % self.training.save_every == 0 or number == self.training.epochs:
-            save_model_atomic(self.model, self.workspace.checkpoint(number))
+        # History, then the best model, then the epoch checkpoint: the checkpoint is what marks
+        # an epoch as done for a resume, so everything it implies is on disk before it.
+        write_history(self.workspace.history, self.history)
         if row["val_loss"] < self.best_val_loss:
             self.best_val_loss = row["val_loss"]
             save_model_atomic(self.model, self.workspace.best)
             save_model_atomic(self.models.encoder, self.workspace.encoder)
             save_model_atomic(self.models.decoder, self.workspace.decoder)
-        _write_history(self.workspace.history, self.history)
+            write_text_atomic(self.workspace.best_stamp, json.dumps({"epoch": number}) + "\n")
+        if number % self.training.save_every == 0 or number == self.training.epochs:
+            save_model_atomic(self.model, self.workspace.checkpoint(number))
         self.reporter.epoch_end(number, {k: v for k, v in row.items() if k != "epoch"})

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
@@ -12,10 +11,9 @@ import numpy as np
 
 from nmt_cli.config import RunConfig, load_config
 from nmt_cli.decoding import Searcher
-from nmt_cli.errors import UserError
+from nmt_cli.prepare import read_manifest
 from nmt_cli.tokenizer import PAD_ID, Tokenizer, detokenize, normalize
-from nmt_cli.training import load_checkpoint, load_keras_model
-from nmt_cli.workspace import Workspace
+from nmt_cli.workspace import Workspace, load_checkpoint, load_keras_model
 
 CHUNK_LINES = 512  # lines read, translated and written at a time: memory stays constant
 BATCH_SENTENCES = 64
@@ -42,10 +40,7 @@ class Translator:
         self.workspace = Workspace(model_dir)
         self.checkpoint = self.workspace.resolve_checkpoint(checkpoint)
         self.config: RunConfig = load_config(self.workspace.config)
-        try:
-            manifest = json.loads(self.workspace.data_manifest.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as error:
-            raise UserError(f"cannot read {self.workspace.data_manifest}: {error}; retrain with `nmt train --restart`") from None
+        manifest = read_manifest(self.workspace.data_manifest)
         self.source_lang, self.target_lang = manifest["languages"]["source"], manifest["languages"]["target"]
         self.source_style = manifest["styles"][self.source_lang]
         self.target_style = manifest["styles"][self.target_lang]

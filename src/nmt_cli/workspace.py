@@ -3,7 +3,7 @@
     MODEL_DIR/config.json               every option, the data it was trained on, the tool version
     MODEL_DIR/history.csv               one row per epoch
     MODEL_DIR/checkpoints/epoch-005.keras  full checkpoints (weights + optimizer state)
-    MODEL_DIR/checkpoints/best.keras    the epoch with the lowest validation loss
+    MODEL_DIR/checkpoints/best.keras    the epoch with the lowest validation loss (best.json: which)
     MODEL_DIR/encoder.keras, decoder.keras  inference models of best.keras, loadable from plain Keras
     MODEL_DIR/logs/                     TensorBoard logs
     MODEL_DIR/spm.SRC.model, spm.TGT.model, data-manifest.json
@@ -13,6 +13,9 @@
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 import os
 import re
 import shutil
@@ -21,28 +24,78 @@ from pathlib import Path
 from nmt_cli.errors import UserError
 
 _EPOCH_FILE = re.compile(r"^epoch-(\d+)\.keras$")
+HISTORY_FIELDS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "seconds", "tokens_per_second")
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Write to a temporary name, then rename: a reader never sees half a file."""
+    partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
+    partial.write_bytes(data)
+    os.replace(partial, path)
 
 
 def write_text_atomic(path: Path, text: str) -> None:
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(text, encoding="utf-8")
-    os.replace(partial, path)
+    write_bytes_atomic(path, text.encode("utf-8"))
 
 
 def save_model_atomic(model, path: Path) -> None:
     """`model.save` to a temporary name, then rename: a reader never sees half a file."""
-    partial = path.with_name(path.stem + ".partial.keras")
+    partial = path.with_name(f"{path.stem}.{os.getpid()}.partial.keras")
     model.save(partial)
     os.replace(partial, path)
+
+
+def read_history(path: Path) -> list[dict[str, float]]:
+    if not path.exists():
+        return []
+    try:
+        with open(path, newline="", encoding="utf-8") as stream:
+            rows = [{key: float(row[key]) for key in HISTORY_FIELDS} for row in csv.DictReader(stream)]
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+        raise UserError(f"{path} is damaged: restore it, or start over with `nmt train --restart`") from None
+    return rows
+
+
+def write_history(path: Path, rows: list[dict[str, float]]) -> None:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=HISTORY_FIELDS, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({key: (int(row[key]) if key == "epoch" else f"{row[key]:.6g}") for key in HISTORY_FIELDS})
+    write_text_atomic(path, out.getvalue())
+
+
+def load_keras_model(path: Path):
+    """A saved model, loaded with `safe_mode` (no pickled code runs)."""
+    import keras
+
+    from nmt_cli import objectives  # noqa: F401  registers the loss and metrics checkpoints are compiled with
+
+    if not Path(path).is_file():
+        raise UserError(f"{path} is missing; retrain, or choose another --checkpoint")
+    try:
+        return keras.models.load_model(path, safe_mode=True)
+    except Exception as error:  # noqa: BLE001 - Keras raises many kinds for a damaged archive
+        problem = " ".join(str(error).split())[:200]
+        raise UserError(f"cannot load {path} ({problem}); it may be damaged: choose another --checkpoint or retrain") from None
+
+
+def load_checkpoint(path: Path, config):
+    """A training checkpoint with its encoder and decoder inference models."""
+    from nmt_cli.models import from_training_model
+
+    return from_training_model(load_keras_model(path), config)
 
 
 class Workspace:
     def __init__(self, root: Path):
         self.root = Path(root)
+        self.evaluations = self.root / "eval"
         self.config = self.root / "config.json"
         self.history = self.root / "history.csv"
         self.checkpoints = self.root / "checkpoints"
         self.best = self.checkpoints / "best.keras"
+        self.best_stamp = self.checkpoints / "best.json"  # which epoch best.keras and the inference models hold
         self.encoder = self.root / "encoder.keras"
         self.decoder = self.root / "decoder.keras"
         self.logs = self.root / "logs"
@@ -84,15 +137,30 @@ class Workspace:
             raise UserError(f"no checkpoint {choice} in {self.root}; saved: {saved}")
         return path
 
+    def best_epoch(self) -> int | None:
+        try:
+            return int(json.loads(self.best_stamp.read_text(encoding="utf-8"))["epoch"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def forget_best_after(self, epoch: int) -> None:
+        """A resume from `epoch` drops later epochs: a best model from one of them goes too."""
+        best = self.best_epoch()
+        if best is not None and best > epoch:
+            for path in (self.best_stamp, self.best, self.encoder, self.decoder):
+                path.unlink(missing_ok=True)
+
     def clear(self) -> None:
         """Remove everything training wrote, for `--restart`."""
-        for path in (self.checkpoints, self.logs):
+        for path in (self.checkpoints, self.logs, self.evaluations):
             shutil.rmtree(path, ignore_errors=True)
         for path in (self.config, self.history, self.encoder, self.decoder, self.data_manifest, *self.root.glob("spm.*.model")):
             path.unlink(missing_ok=True)
 
     def remove_partial_files(self) -> None:
+        """Temporary files an interrupted run of ours left (named NAME.PID.partial[.keras])."""
         for folder in (self.root, self.checkpoints):
             if folder.is_dir():
-                for path in folder.glob("*.partial*"):
-                    path.unlink()
+                for path in folder.iterdir():
+                    if re.search(r"\.\d+\.partial(\.keras)?$", path.name):
+                        path.unlink()
