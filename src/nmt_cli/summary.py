@@ -135,6 +135,6 @@ def plot(models: Seq2SeqModels, path: Path) -> list[Path]:
     written = []
     for name in ("training", "encoder", "decoder"):
         target = path if name == "training" else path.with_name(f"{path.stem}-{name}{path.suffix}")
-        keras.utils.plot_model(getattr(models, name), to_file=str(target), show_shapes=True, show_layer_names=True, dpi=None)
+        keras.utils.plot_model(getattr(models, name), to_file=str(target), show_shapes=True, show_layer_names=True)
         written.append(target)
     return written
