@@ -210,12 +210,10 @@ def summary(
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
     """Show a model's layers, shapes, parameter counts, vocabulary and training history."""
-    model_options = {
-        key: value
-        for key, value in locals().items()
-        if value is not None
-        and key in ("arch", "units", "embedding_dim", "layers", "dropout", "bidirectional", "attention", "source_vocab_size", "target_vocab_size")
-    }
+    given = {key: value for key, value in locals().items() if value is not None}
+    from nmt_cli.config import split_options
+
+    model_options, _ = split_options(given)
     untrained = bool(model_options) or (data_dir is not None and model_dir is None)
     if (untrained or data_dir is not None) and model_dir is not None:
         raise UserError(

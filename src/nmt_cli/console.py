@@ -94,6 +94,11 @@ EPOCH_COLUMNS = [
 ]
 
 
+def _lengths_cell(stats: dict) -> str:
+    """A "pieces mean / p95 / max" table cell."""
+    return f"{stats['mean']:.1f} / {stats['p95']:.0f} / {stats['max']}"
+
+
 def prepare_summary(manifest: dict, rebuilt: bool, data_dir: str) -> Table:
     langs = manifest["languages"]["source"], manifest["languages"]["target"]
     title = f"{data_dir}: " + ("prepared" if rebuilt else "already up to date (use --force to rebuild)")
@@ -113,7 +118,7 @@ def prepare_summary(manifest: dict, rebuilt: bool, data_dir: str) -> Table:
             split,
             str(info["pairs"]),
             dropped_text,
-            *(f"{lengths[lang]['mean']:.1f} / {lengths[lang]['p95']:.0f} / {lengths[lang]['max']}" for lang in langs),
+            *(_lengths_cell(lengths[lang]) for lang in langs),
         )
     vocab = manifest["vocabulary"]
     table.caption = "vocabulary: " + ", ".join(
@@ -215,7 +220,7 @@ def print_summary(view: dict, console: Console = stdout) -> None:
             splits.add_row(
                 split,
                 str(info["pairs"]),
-                *(f"{lengths[lang]['mean']:.1f} / {lengths[lang]['p95']:.0f} / {lengths[lang]['max']}" for lang in (langs["source"], langs["target"])),
+                *(_lengths_cell(lengths[lang]) for lang in (langs["source"], langs["target"])),
             )
         console.print(splits)
     if view["history"]:
