@@ -62,3 +62,41 @@ def test_checkpoint_choice(trained_model):
     assert Translator(model_dir, "last").checkpoint.name == "epoch-020.keras"
     with pytest.raises(UserError, match="saved: epoch-10, epoch-20"):
         Translator(model_dir, "epoch-3")
+
+
+PLAIN_KERAS_GREEDY = """
+import json, sys
+import keras, numpy as np
+encoder = keras.models.load_model(sys.argv[1], safe_mode=True)
+decoder = keras.models.load_model(sys.argv[2], safe_mode=True)
+source = np.array([json.loads(sys.argv[3])], dtype="int32")
+outputs = encoder.predict(source, verbose=0)
+memory, states = list(outputs[:-2]), list(outputs[-2:])
+token, ids = np.array([[2]], dtype="int32"), []  # <bos>
+for _ in range(20):
+    log_probs, *states = decoder.predict([token, *memory, *states], verbose=0)
+    best = int(log_probs[0, -1].argmax())
+    if best == 3:  # <eos>
+        break
+    ids.append(best)
+    token = np.array([[best]], dtype="int32")
+assert not any(name.startswith("nmt_cli") for name in sys.modules)
+print(json.dumps(ids))
+"""
+
+
+def test_saved_inference_models_decode_with_plain_keras(translator):
+    import json
+    import subprocess
+    import sys
+
+    source = [list(ids) for ids in translator.source_tokenizer.encode(["d e f g"])][0]
+    completed = subprocess.run(
+        [sys.executable, "-c", PLAIN_KERAS_GREEDY, str(translator.workspace.encoder), str(translator.workspace.decoder), json.dumps(source)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    ids = json.loads(completed.stdout.strip().splitlines()[-1])
+    assert translator.target_tokenizer.decode([ids]) == ["g f e d"]
+    assert ids == translator.translate_ids([source], beam_size=1)[0][0][0]
