@@ -390,7 +390,7 @@ def test_interrupted_first_build_leaves_nothing(tmp_path, synthetic_corpus, monk
     parent = tmp_path / "work"
     with pytest.raises(KeyboardInterrupt):
         prepare(PrepareOptions(data_dir=parent / "data", source=str(synthetic_corpus.folder), vocab_size=VOCAB))
-    assert leftovers(parent, set()) == []
+    assert not parent.exists()  # made by this run, so removed with the rest
 
 
 def test_foreign_directory_is_refused(tmp_path, synthetic_corpus):
@@ -612,3 +612,9 @@ def test_a_killed_swap_is_repaired(tmp_path):
     result = prepare(PrepareOptions(data_dir=data_dir, source=str(source)))
     assert result.rebuilt is False and (data_dir / "manifest.json").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["corpus", "prepared"]
+
+
+def test_a_failed_first_run_leaves_no_folder(tmp_path):
+    with pytest.raises(UserError):
+        prepare(PrepareOptions(data_dir=tmp_path / "data" / "prepared", source=str(tmp_path / "nowhere")))
+    assert list(tmp_path.iterdir()) == []

@@ -118,6 +118,7 @@ def prepare(options: PrepareOptions, reporter: Reporter | None = None) -> Prepar
             style(name)
     data_dir = Path(options.data_dir)
     _refuse_foreign_directory(data_dir)
+    made_parent = not data_dir.parent.exists()
     data_dir.parent.mkdir(parents=True, exist_ok=True)
     _remove_leftovers(data_dir)
     staging = Path(tempfile.mkdtemp(dir=data_dir.parent, prefix=f".{data_dir.name}.tmp-"))
@@ -135,6 +136,8 @@ def prepare(options: PrepareOptions, reporter: Reporter | None = None) -> Prepar
         return PrepareResult(manifest, rebuilt=True)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        if made_parent and not data_dir.exists() and not any(data_dir.parent.iterdir()):
+            data_dir.parent.rmdir()  # a failed first run leaves no empty folder either
 
 
 @dataclass
