@@ -44,7 +44,6 @@ def measure(data_dir: Path, model_options: dict, training_options: dict, steps: 
     models = build_models(config)
     compile_model(models.training, training)
     batches = ParallelBatches(*load_encoded(data_dir, "train"), training.batch_size, training.seed, shuffle=True)
-    plan = batches.plan(0)
     models.training.fit(batches.dataset().take(warmup), epochs=1, verbose=0)
     started = time.perf_counter()
     history = models.training.fit(batches.dataset(first_epoch=1).take(steps), epochs=1, verbose=0)
@@ -54,7 +53,7 @@ def measure(data_dir: Path, model_options: dict, training_options: dict, steps: 
     return {
         "target_tokens_per_second": round(rate),
         "seconds_per_epoch": round(batches.target_tokens / rate, 1),
-        "batches_per_epoch": len(plan),
+        "batches_per_epoch": batches.batches_per_epoch,
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
         "parameters": models.training.count_params(),
     }

@@ -235,7 +235,7 @@ def test_dataset_first_epoch(small):
 def test_dataset_cardinality_is_the_plan_length(small, shuffle):
     batches = ParallelBatches(*small, batch_size=8, seed=1, shuffle=shuffle)
     dataset = batches.dataset()
-    assert int(dataset.cardinality()) == len(batches.plan(0)) == -(-len(small[0]) // 8)
+    assert int(dataset.cardinality()) == batches.batches_per_epoch == len(batches.plan(0)) == len(batches.plan(3)) == -(-len(small[0]) // 8)
     assert len(collect(dataset)) == len(batches.plan(1))
 
 

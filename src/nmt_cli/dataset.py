@@ -7,6 +7,8 @@ steps see few distinct shapes.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import tensorflow as tf
 
@@ -49,6 +51,11 @@ class ParallelBatches:
         """Real target tokens per epoch, `<eos>` included (the benchmark's epoch-length estimate)."""
         return int(sum(len(t) + 1 for t in self.target))
 
+    @functools.cached_property
+    def batches_per_epoch(self) -> int:
+        """The same for every epoch: pools have fixed sizes, only their contents are shuffled."""
+        return len(self.plan(0))
+
     def plan(self, epoch: int) -> list[np.ndarray]:
         """The batches (arrays of pair indices) of one epoch: the same epoch always gives the same plan."""
         if not self.shuffle:
@@ -74,6 +81,5 @@ class ParallelBatches:
 
         ids = tf.TensorSpec(shape=(None, None), dtype=tf.int32)
         dataset = tf.data.Dataset.from_generator(generate, output_signature=((ids, ids), ids))
-        # Pools have fixed sizes, so every epoch has the same number of batches; telling tf.data
-        # lets Keras know the epoch length.
-        return dataset.apply(tf.data.experimental.assert_cardinality(len(self.plan(first_epoch)))).prefetch(4)
+        # Telling tf.data the epoch length lets Keras know it too.
+        return dataset.apply(tf.data.experimental.assert_cardinality(self.batches_per_epoch)).prefetch(4)

@@ -180,7 +180,7 @@ class _EpochMonitor(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
         self.started = time.perf_counter()
         self.task = self.task_stack.enter_context(
-            self.reporter.task(f"epoch {epoch + 1}/{self.training.epochs}", total=len(self.batches.plan(epoch)))
+            self.reporter.task(f"epoch {epoch + 1}/{self.training.epochs}", total=self.batches.batches_per_epoch)
         )
 
     def on_train_batch_end(self, batch, logs=None):
