@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import keras
 import numpy as np
 import pytest
 
@@ -29,10 +30,38 @@ def _texts(translator: Translator, results) -> list[str]:
 
 
 @pytest.mark.parametrize("beam_size", [1, 5])
-def test_search_translates_exactly(translator, beam_size):
+def test_model_learns_the_reversal(translator, beam_size):
+    # How well a model trains differs a little between processors: a threshold, not exactness.
     pairs = _held_out()
     results = translator.translate_ids(_encode(translator, [s for s, _ in pairs]), beam_size=beam_size)
-    assert _texts(translator, results) == [t for _, t in pairs]
+    right = sum(text == target for text, (_, target) in zip(_texts(translator, results), pairs))
+    assert right >= 0.9 * len(pairs), right
+
+
+def _greedy_reference(searcher: decoding.Searcher, source: list[int]) -> tuple[list[int], float]:
+    """Greedy decoding of one sentence, one eager decoder call per step, in plain Python."""
+    outputs = searcher.encoder(np.array([source], np.int32), training=False)
+    outputs = list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
+    memory, states = outputs[: len(outputs) - searcher.state_count], outputs[len(outputs) - searcher.state_count :]
+    limit = int(len(source) * searcher.max_length_ratio) + searcher.max_length_extra
+    token, ids, total = decoding.BOS_ID, [], 0.0
+    for step in range(limit):
+        log_probs, states = searcher._step(keras.ops.convert_to_tensor([token], "int32"), memory, states)
+        log_probs = np.asarray(log_probs)[0]
+        token = decoding.EOS_ID if step + 1 >= limit else int(log_probs.argmax())
+        total += float(log_probs[token])
+        if token == decoding.EOS_ID:
+            break
+        ids.append(token)
+    return ids, total / (len(ids) + 1) ** searcher.length_alpha
+
+
+def test_greedy_search_equals_a_step_by_step_reference(translator):
+    sources = _encode(translator, [s for s, _ in _held_out(12)])
+    for source, hypotheses in zip(sources, translator.translate_ids(sources, beam_size=1)):
+        ids, score = _greedy_reference(translator.searcher, source)
+        assert hypotheses[0][0] == ids
+        assert hypotheses[0][1] == pytest.approx(score, rel=1e-4, abs=1e-5)
 
 
 def test_beam_of_one_equals_greedy(translator):
@@ -78,6 +107,7 @@ def test_output_length_is_bounded(translator):
 
 
 def test_empty_sources_give_no_hypotheses(translator):
-    results = translator.translate_ids([[], _encode(translator, ["a b c"])[0], []], beam_size=3)
+    source = _encode(translator, ["a b c"])[0]
+    results = translator.translate_ids([[], source, []], beam_size=3)
     assert results[0] == [] and results[2] == []
-    assert translator.target_tokenizer.decode([results[1][0][0]]) == ["c b a"]
+    assert results[1] == translator.translate_ids([source], beam_size=3)[0]

@@ -341,7 +341,7 @@ def is_svg(path: Path) -> bool:
 
 
 @pytest.mark.parametrize("name", ["seq2seq", "attention"])
-def test_plot_writes_three_svg_files(name, tmp_path):
+def test_plot_writes_three_svg_files(name, tmp_path, graphviz):
     target = tmp_path / "graph.svg"
     result = ok(invoke("summary", *flags(CONFIGS[name]), "--plot", str(target)))
     written = [target, tmp_path / "graph-encoder.svg", tmp_path / "graph-decoder.svg"]
@@ -356,7 +356,7 @@ def test_plot_writes_three_svg_files(name, tmp_path):
     assert "total " in result.stdout and "output_projection" in result.stdout
 
 
-def test_plot_png_and_json_lists_the_files(tmp_path):
+def test_plot_png_and_json_lists_the_files(tmp_path, graphviz):
     target = tmp_path / "graph.png"
     view = as_json(invoke("summary", *flags(CONFIGS["seq2seq"]), "--plot", str(target), "--json"))
     written = [target, tmp_path / "graph-encoder.png", tmp_path / "graph-decoder.png"]
