@@ -1,6 +1,6 @@
 """Wall time of `nmt --help` (whole process), and whether TensorFlow was imported.
 
-    python bench/help_time.py [runs]
+python bench/help_time.py [runs]
 """
 
 import shutil
@@ -18,7 +18,10 @@ def main() -> None:
         start = time.perf_counter()
         subprocess.run([nmt, "--help"], check=True, capture_output=True)
         times.append(time.perf_counter() - start)
-    print(f"nmt --help: median {statistics.median(times):.3f} s, min {min(times):.3f} s, max {max(times):.3f} s over {runs} runs")
+    print(
+        f"nmt --help: median {statistics.median(times):.3f} s, "
+        f"min {min(times):.3f} s, max {max(times):.3f} s over {runs} runs"
+    )
 
 
 if __name__ == "__main__":

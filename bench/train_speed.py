@@ -31,19 +31,23 @@ def measure(data_dir: Path, model_options: dict, training_options: dict, steps: 
 
     load_tensorflow()
     from nmt_cli.config import ModelConfig, TrainingConfig
+    from nmt_cli.datadir import DataDir
     from nmt_cli.dataset import ParallelBatches
     from nmt_cli.models import build_models
-    from nmt_cli.prepare import load_encoded, load_manifest
     from nmt_cli.training import compile_model, set_determinism
 
-    manifest = load_manifest(data_dir)
-    vocab = {side: manifest["vocabulary"][lang]["actual"] for side, lang in manifest["languages"].items()}
-    config = ModelConfig(**model_options, source_vocab_size=vocab["source"], target_vocab_size=vocab["target"])
+    data = DataDir(data_dir)
+    manifest = data.manifest()
+    config = ModelConfig(
+        **model_options,
+        source_vocab_size=manifest.vocab_size(manifest.source_lang),
+        target_vocab_size=manifest.vocab_size(manifest.target_lang),
+    )
     training = TrainingConfig(**training_options)
     set_determinism(training.seed, deterministic_ops=not training.jit_compile)
     models = build_models(config)
     compile_model(models.training, training)
-    batches = ParallelBatches(*load_encoded(data_dir, "train"), training.batch_size, training.seed, shuffle=True)
+    batches = ParallelBatches(*data.load_split("train"), training.batch_size, training.seed, shuffle=True)
     models.training.fit(batches.dataset().take(warmup), epochs=1, verbose=0)
     started = time.perf_counter()
     history = models.training.fit(batches.dataset(first_epoch=1).take(steps), epochs=1, verbose=0)
@@ -71,7 +75,18 @@ def main() -> None:
         return
     for name in CONFIGS:
         run = subprocess.run(
-            [sys.executable, __file__, "--data-dir", str(args.data_dir), "--steps", str(args.steps), "--warmup", str(args.warmup), "--only", name],
+            [
+                sys.executable,
+                __file__,
+                "--data-dir",
+                str(args.data_dir),
+                "--steps",
+                str(args.steps),
+                "--warmup",
+                str(args.warmup),
+                "--only",
+                name,
+            ],
             capture_output=True,
             text=True,
         )
@@ -80,7 +95,8 @@ def main() -> None:
         result = json.loads(run.stdout.strip().splitlines()[-1])
         print(
             f"{name}: {result['target_tokens_per_second']} target tokens/s, {result['seconds_per_epoch']} s/epoch "
-            f"({result['batches_per_epoch']} batches), peak RSS {result['peak_rss_mb']} MB, {result['parameters']:,} parameters",
+            f"({result['batches_per_epoch']} batches), peak RSS {result['peak_rss_mb']} MB, "
+            f"{result['parameters']:,} parameters",
             flush=True,
         )
 

@@ -36,7 +36,19 @@ def main() -> None:
     for beam in (1, 5):
         times, report = [], {}
         for _ in range(args.runs):
-            seconds, out = timed([nmt, "evaluate", "--model-dir", str(args.model_dir), "--split", "dev", "--beam-size", str(beam), "--json"])
+            seconds, out = timed(
+                [
+                    nmt,
+                    "evaluate",
+                    "--model-dir",
+                    str(args.model_dir),
+                    "--split",
+                    "dev",
+                    "--beam-size",
+                    str(beam),
+                    "--json",
+                ]
+            )
             times.append(seconds)
             report = json.loads(out)
         sentences = report["scores"]["sentences"]
@@ -46,8 +58,14 @@ def main() -> None:
             f"({sentences / wall:.1f} sentences/s; decoding alone {report['seconds']:.2f} s, "
             f"{report['sentences_per_second']:.1f} sentences/s), BLEU {report['scores']['bleu']:.2f}"
         )
-    times = [timed([nmt, "translate", "--model-dir", str(args.model_dir), "I can't tell who will arrive first."])[0] for _ in range(args.runs)]
-    print(f"nmt translate, one sentence, cold start: median {statistics.median(times):.2f} s (min {min(times):.2f}, max {max(times):.2f})")
+    times = [
+        timed([nmt, "translate", "--model-dir", str(args.model_dir), "I can't tell who will arrive first."])[0]
+        for _ in range(args.runs)
+    ]
+    print(
+        f"nmt translate, one sentence, cold start: median {statistics.median(times):.2f} s "
+        f"(min {min(times):.2f}, max {max(times):.2f})"
+    )
 
 
 if __name__ == "__main__":

@@ -13,10 +13,13 @@ import functools
 import http.server
 import os
 import random
+import subprocess
+import sys
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -213,7 +216,8 @@ def reversal_data(tmp_path_factory) -> Path:
 
     The source is declared lower-cased English words, so translation lower-cases raw input.
     """
-    from nmt_cli.prepare import PrepareOptions, prepare
+    from nmt_cli.config import PrepareOptions
+    from nmt_cli.prepare import prepare
 
     root = tmp_path_factory.mktemp("reversal")
     source = root / "corpus"
@@ -230,20 +234,31 @@ def trained_model(tmp_path_factory, reversal_data):
 
     Trained once per architecture per test session (about 20 s each).
     """
-    from nmt_cli.training import TrainRequest, train
+    from nmt_cli.plan import TrainRequest
 
     cache: dict[str, Path] = {}
 
     def get(arch: str = "attention") -> Path:
         if arch not in cache:
             model_dir = tmp_path_factory.mktemp(f"model-{arch}") / "model"
-            train(
+            run_training(
                 TrainRequest(
                     model_dir=model_dir,
                     data_dir=reversal_data,
                     # Without attention the whole source must fit in the final state: give it more room.
-                    model={"arch": arch, "units": 64 if arch == "attention" else 160, "embedding_dim": 16, "dropout": 0.0},
-                    training={"epochs": 20, "save_every": 10, "batch_size": 32, "learning_rate": 0.01, "label_smoothing": 0.0},
+                    model={
+                        "arch": arch,
+                        "units": 64 if arch == "attention" else 160,
+                        "embedding_dim": 16,
+                        "dropout": 0.0,
+                    },
+                    training={
+                        "epochs": 20,
+                        "save_every": 10,
+                        "batch_size": 32,
+                        "learning_rate": 0.01,
+                        "label_smoothing": 0.0,
+                    },
                 )
             )
             cache[arch] = model_dir
@@ -270,3 +285,99 @@ def reference():
         return [result.text for result in translators[key].translate(lines, **options)]
 
     return translate
+
+
+def run_training(request, reporter=None):
+    """Plan and run `nmt train` in-process, as the command does."""
+    from nmt_cli.plan import plan_training
+    from nmt_cli.training import train
+
+    return train(plan_training(request), reporter)
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers shared by test modules
+# --------------------------------------------------------------------------------------------
+
+
+# Runs the app in-process and exits as `nmt` does, except that an error raised once TensorFlow
+# has loaded exits 99: a user's mistake must be answered before the slow import.
+_BEFORE_TENSORFLOW = """
+import sys
+from nmt_cli import cli
+try:
+    cli.app(sys.argv[1:], standalone_mode=False)
+except cli.UserError as error:
+    print(f"error: {error}", file=sys.stderr)
+    sys.exit(99 if "tensorflow" in sys.modules else 2)
+"""
+
+
+def nmt(*args, input=None, cwd=None, env=None, timeout: float = 180, before_tensorflow: bool = False):
+    """`nmt ARGS` in a subprocess, as a user runs it (wide, colourless output).
+
+    With `before_tensorflow`, an error must come before TensorFlow loads (else the exit is 99).
+    """
+    program = ["-c", _BEFORE_TENSORFLOW] if before_tensorflow else ["-m", "nmt_cli"]
+    return subprocess.run(
+        [sys.executable, *program, *map(str, args)],
+        input=input,
+        capture_output=True,
+        text=not isinstance(input, bytes),
+        env={**os.environ, "COLUMNS": "200", "NO_COLOR": "1", **(env or {})},
+        cwd=cwd,
+        timeout=timeout,
+    )
+
+
+def assert_one_line_error(completed: subprocess.CompletedProcess, *fragments: str) -> str:
+    """Exit 2, nothing on stdout, and exactly one line on stderr: `error: ...` naming `fragments`."""
+    assert completed.returncode == 2, (completed.returncode, completed.stdout, completed.stderr)
+    assert "Traceback" not in completed.stderr, completed.stderr
+    lines = [line for line in completed.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), completed.stderr
+    assert completed.stdout == ""
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]
+
+
+def log_softmax(x: np.ndarray) -> np.ndarray:
+    """A float64 NumPy reference."""
+    x = x.astype(np.float64)
+    shifted = x - x.max(axis=-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+
+
+class RecordingReporter:
+    """A Reporter that keeps every task (description, total, amount advanced) and note."""
+
+    def __init__(self):
+        self.tasks: list[dict] = []
+        self.notes: list[str] = []
+        self.epochs: list[int] = []
+
+    def task(self, description, total=None, unit=""):
+        import contextlib
+
+        record = {"description": description, "total": total, "done": 0, "open": True}
+        self.tasks.append(record)
+
+        class Task:
+            def advance(self, amount=1, **fields):
+                record["done"] += amount
+
+        @contextlib.contextmanager
+        def running():
+            try:
+                yield Task()
+            finally:
+                record["open"] = False
+
+        return running()
+
+    def note(self, message):
+        self.notes.append(message)
+
+    def epoch_end(self, epoch, metrics):
+        self.epochs.append(epoch)

@@ -10,6 +10,7 @@ import textwrap
 
 import pytest
 
+from conftest import nmt
 from nmt_cli import __version__
 
 COMMANDS = ["prepare", "train", "evaluate", "summary", "translate"]
@@ -34,12 +35,6 @@ HELP_PROBE = textwrap.dedent(
 
 def env():
     return {**os.environ, "COLUMNS": "200", "NO_COLOR": "1"}
-
-
-def nmt(*args: str, cwd=None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "nmt_cli", *args], capture_output=True, text=True, env=env(), cwd=cwd, timeout=120
-    )
 
 
 def probe(*args: str) -> dict:
@@ -71,8 +66,18 @@ def test_command_help_does_not_import_tensorflow(command):
 def test_prepare_help_lists_its_options():
     completed = nmt("prepare", "--help")
     assert completed.returncode == 0, completed.stderr
-    for option in ("--source", "--data-dir", "--src-lang", "--tgt-lang", "--vocab-size", "--max-length",
-                   "--max-pairs", "--src-style", "--tgt-style", "--force"):
+    for option in (
+        "--source",
+        "--data-dir",
+        "--src-lang",
+        "--tgt-lang",
+        "--vocab-size",
+        "--max-length",
+        "--max-pairs",
+        "--src-style",
+        "--tgt-style",
+        "--force",
+    ):
         assert option in completed.stdout, option
 
 
@@ -122,3 +127,29 @@ def test_unknown_option_is_a_usage_error(tmp_path):
     assert completed.returncode == 2
     assert "Traceback" not in completed.stderr
     assert "--no-such-option" in completed.stderr
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["train", "--data-dir", "{missing}"],
+        ["train", "--model-dir", "{tmp}/model", "--data-dir", "{missing}", "--arch", "nope"],
+        ["evaluate", "--model-dir", "{missing}"],
+        ["translate", "--model-dir", "{missing}", "a b c"],
+        ["summary", "--model-dir", "{missing}"],
+        ["summary", "--data-dir", "{missing}", "--units", "8"],
+    ],
+    ids=["train-data", "train-arch", "evaluate", "translate", "summary-model", "summary-data"],
+)
+def test_a_missing_directory_is_answered_before_tensorflow_loads(tmp_path, command):
+    args = [part.format(missing=tmp_path / "nowhere", tmp=tmp_path) for part in command]
+    completed = nmt(*args, before_tensorflow=True, cwd=tmp_path)
+    assert completed.returncode == 2, completed.stderr  # 99: the answer came after TensorFlow loaded
+    assert completed.stderr.startswith("error: ")
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_flags_read_as_flags_in_help(command):
+    help_text = probe(command, "--help")["help"]
+    assert "<bool>" not in help_text
+    assert "(default: None)" not in help_text

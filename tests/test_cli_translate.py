@@ -7,7 +7,6 @@ stderr warnings and real stdin run `python -m nmt_cli` in a subprocess, as a use
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -17,6 +16,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from conftest import assert_one_line_error, nmt
 from nmt_cli.cli import app
 from nmt_cli.errors import UserError
 
@@ -42,28 +42,6 @@ def ok(*args, input: str | None = None):
 
 def lines_of(text: str) -> list[str]:
     return text.split("\n")[:-1] if text.endswith("\n") else text.split("\n")
-
-
-def nmt(*args, input: str | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "nmt_cli", *map(str, args)],
-        input=input,
-        capture_output=True,
-        text=True,
-        env={**os.environ, "COLUMNS": "200", "NO_COLOR": "1"},
-        timeout=180,
-    )
-
-
-def assert_one_line_error(completed: subprocess.CompletedProcess, *fragments: str) -> str:
-    assert completed.returncode == 2, (completed.stdout, completed.stderr)
-    assert "Traceback" not in completed.stderr, completed.stderr
-    errors = [line for line in completed.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1, completed.stderr
-    assert completed.stderr.strip() == errors[0], completed.stderr
-    for fragment in fragments:
-        assert fragment in errors[0], errors[0]
-    return errors[0]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -102,7 +80,10 @@ def test_beam_size_reaches_the_search(model, reference, beam):
 @pytest.mark.parametrize("checkpoint", ["last", "best", "epoch-20", "epoch-020"])
 def test_checkpoints_by_name(model, reference, checkpoint):
     result = ok("translate", "--model-dir", model, "--checkpoint", checkpoint, "a b c d")
-    assert result.stdout == reference(model, ["a b c d"], checkpoint="epoch-20" if checkpoint != "best" else "best")[0] + "\n"
+    assert (
+        result.stdout
+        == reference(model, ["a b c d"], checkpoint="epoch-20" if checkpoint != "best" else "best")[0] + "\n"
+    )
 
 
 def test_earlier_checkpoint_translates(model):
@@ -326,7 +307,13 @@ def test_evaluate_all_checkpoints_table(model):
     reports = json.loads(ok("evaluate", "--model-dir", model, "--all-checkpoints", "--beam-size", "1", "--json").stdout)
     best = max(range(2), key=lambda i: reports[i]["scores"]["bleu"])
     assert ["*" in row for row in rows] == [i == best for i in range(2)], result.stdout
-    assert "best BLEU" in result.stdout
+    assert "highest BLEU" in result.stdout
+    # ... and, apart from it, the epoch best.keras holds (chosen by validation loss).
+    from nmt_cli.workspace import Workspace
+
+    held = Workspace(Path(model)).best_epoch()
+    assert ["= best" in row for row in rows] == [f"epoch-{held}" in row for row in rows], result.stdout
+    assert "lowest validation loss" in result.stdout
 
 
 def test_evaluate_all_checkpoints_json(model):
@@ -341,8 +328,18 @@ def test_evaluate_files_without_a_model(tmp_path):
     references.write_text("the cat sat on the mat .\na b c d e\n", encoding="utf-8")
     hypotheses.write_text("the cat sat on a mat .\na b c d e\n", encoding="utf-8")
     no_model = tmp_path / "no-model"
-    result = ok("evaluate", "--model-dir", no_model, "--hypotheses", hypotheses, "--references", references,
-                "--tokenize", "none", "--json")
+    result = ok(
+        "evaluate",
+        "--model-dir",
+        no_model,
+        "--hypotheses",
+        hypotheses,
+        "--references",
+        references,
+        "--tokenize",
+        "none",
+        "--json",
+    )
     scores = json.loads(result.stdout)
     assert 0 < scores["bleu"] < 100
     assert "tok:none" in scores["bleu_signature"]
@@ -402,11 +399,16 @@ def test_invalid_utf8_on_stdin_is_one_line_error(model):
         capture_output=True,
     )
     assert completed.returncode == 2
-    assert completed.stderr.decode().strip().splitlines()[-1] == "error: stdin line 2 is not valid UTF-8; convert the input to UTF-8"
+    assert (
+        completed.stderr.decode().strip().splitlines()[-1]
+        == "error: stdin line 2 is not valid UTF-8; convert the input to UTF-8"
+    )
 
 
 def test_unknown_sacrebleu_tokenizer_is_refused(tmp_path):
     for name in ("h.txt", "r.txt"):
         (tmp_path / name).write_text("a b\n", encoding="utf-8")
-    completed = nmt("evaluate", "--hypotheses", tmp_path / "h.txt", "--references", tmp_path / "r.txt", "--tokenize", "nope")
+    completed = nmt(
+        "evaluate", "--hypotheses", tmp_path / "h.txt", "--references", tmp_path / "r.txt", "--tokenize", "nope"
+    )
     assert_one_line_error(completed, "unknown --tokenize 'nope'")

@@ -102,7 +102,7 @@ def test_empty_yaml_and_toml_give_no_options(tmp_path):
     "name, text, unknown",
     [
         ("options.toml", "unitz = 3\n", "unitz"),
-        ("options.toml", "[model]\nheads = 4\n", "heads"),
+        ("options.toml", "[model]\nheadz = 4\n", "headz"),
         ("options.toml", "[training]\nbatch-sise = 4\n", "batch_sise"),
         ("options.toml", "[optimizer]\nlearning_rate = 0.1\n", "optimizer"),
         ("options.yaml", "model:\n  layerz: 2\n", "layerz"),
@@ -143,10 +143,27 @@ def test_yaml_that_is_not_a_mapping_is_a_user_error(tmp_path, text):
 
 def sample_run_config() -> RunConfig:
     return RunConfig(
-        model=ModelConfig(arch="attention", units=32, embedding_dim=16, layers=2, dropout=0.3, bidirectional=True,
-                          attention="bahdanau", source_vocab_size=123, target_vocab_size=456),
-        training=TrainingConfig(epochs=7, save_every=2, batch_size=16, learning_rate=5e-4, clipnorm=0.5,
-                                label_smoothing=0.05, seed=99, jit_compile=True),
+        model=ModelConfig(
+            arch="attention",
+            units=32,
+            embedding_dim=16,
+            layers=2,
+            dropout=0.3,
+            bidirectional=True,
+            attention="bahdanau",
+            source_vocab_size=123,
+            target_vocab_size=456,
+        ),
+        training=TrainingConfig(
+            epochs=7,
+            save_every=2,
+            batch_size=16,
+            learning_rate=5e-4,
+            clipnorm=0.5,
+            label_smoothing=0.05,
+            seed=99,
+            jit_compile=True,
+        ),
         data_dir="somewhere/prepared",
         data_manifest_sha256="ab" * 32,
     )
@@ -189,7 +206,7 @@ def test_load_config_missing_file_is_a_user_error(tmp_path):
         "",
         "[]",
         json.dumps({"model": {}}),  # no training section
-        json.dumps({**asdict(RunConfig()), "model": {"units": 3, "heads": 2}}),  # unknown field
+        json.dumps({**asdict(RunConfig()), "model": {"units": 3, "headz": 2}}),  # unknown field
         json.dumps({**asdict(RunConfig()), "model": ["attention"]}),
     ],
 )

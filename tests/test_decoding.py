@@ -6,10 +6,9 @@ import keras
 import numpy as np
 import pytest
 
+from conftest import reversal_pairs
 from nmt_cli import decoding
 from nmt_cli.translation import Translator
-
-from conftest import reversal_pairs
 
 
 @pytest.fixture(scope="module", params=["attention", "seq2seq"])
@@ -40,14 +39,16 @@ def test_model_learns_the_reversal(translator, beam_size):
 
 def _greedy_reference(searcher: decoding.Searcher, source: list[int]) -> tuple[list[int], float]:
     """Greedy decoding of one sentence, one eager decoder call per step, in plain Python."""
-    outputs = searcher.encoder(np.array([source], np.int32), training=False)
-    outputs = list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
-    memory, states = outputs[: len(outputs) - searcher.state_count], outputs[len(outputs) - searcher.state_count :]
-    limit = int(len(source) * searcher.max_length_ratio) + searcher.max_length_extra
+    state = dict(searcher.encoder(keras.ops.convert_to_tensor([source], "int32"), training=False))
+    limit = int(len(source) * searcher.length_rule.ratio) + searcher.length_rule.extra
     token, ids, total = decoding.BOS_ID, [], 0.0
     for step in range(limit):
-        log_probs, states = searcher._step(keras.ops.convert_to_tensor([token], "int32"), memory, states)
-        log_probs = np.asarray(log_probs)[0]
+        inputs = {"previous_token": [[token]], "step": [[step]]}
+        outputs = dict(
+            searcher.decoder({**{k: keras.ops.convert_to_tensor(v, "int32") for k, v in inputs.items()}, **state})
+        )
+        log_probs = np.asarray(outputs.pop("log_probs"))[0]
+        state.update(outputs)
         token = decoding.EOS_ID if step + 1 >= limit else int(log_probs.argmax())
         total += float(log_probs[token])
         if token == decoding.EOS_ID:
@@ -64,6 +65,60 @@ def test_greedy_search_equals_a_step_by_step_reference(translator):
         assert hypotheses[0][1] == pytest.approx(score, rel=1e-4, abs=1e-5)
 
 
+def _beam_reference(searcher: decoding.Searcher, source: list[int], beam_size: int) -> list[tuple[list[int], float]]:
+    """Beam search as fairseq does it, for one sentence, in plain Python over the step contract.
+
+    Each step ranks every extension of the live hypotheses; among the 2K best, the endings within
+    the K best join the finished pool (until K have ended) and the K best that do not end stay
+    live. The pool keeps its K best by score over length**alpha. At the last allowed step only
+    <eos> may follow.
+    """
+    encoded = dict(searcher.encoder(keras.ops.convert_to_tensor([source], "int32"), training=False))
+    limit = int(len(source) * searcher.length_rule.ratio) + searcher.length_rule.extra
+    live = [(0.0, [], encoded)]  # (total log-prob, ids, state)
+    finished: list[tuple[float, list[int]]] = []
+    ended = 0
+    for step in range(limit):
+        candidates = []
+        for parent, (score, ids, state) in enumerate(live):
+            token = ids[-1] if ids else decoding.BOS_ID
+            inputs = {"previous_token": [[token]], "step": [[step]]}
+            outputs = dict(
+                searcher.decoder({**{k: keras.ops.convert_to_tensor(v, "int32") for k, v in inputs.items()}, **state})
+            )
+            log_probs = np.asarray(outputs.pop("log_probs"))[0].astype(np.float32)
+            if step + 1 >= limit:
+                log_probs = np.where(
+                    np.arange(len(log_probs)) == decoding.EOS_ID, log_probs, log_probs + decoding.NEG_INF
+                )
+            new_state = {**state, **outputs}
+            candidates += [(np.float32(score) + log_probs[t], parent, t, new_state) for t in range(len(log_probs))]
+        candidates.sort(key=lambda c: -c[0])  # stable: ties keep the lower parent and token first
+        next_live, sentence_done = [], ended >= beam_size
+        for rank, (score, parent, token, state) in enumerate(candidates[: 2 * beam_size]):
+            ids = live[parent][1] + [int(token)]
+            if token == decoding.EOS_ID:
+                if rank < beam_size and not sentence_done:
+                    finished.append((float(score) / (step + 1) ** searcher.length_alpha, ids[:-1]))
+                    ended += 1
+            elif len(next_live) < beam_size:
+                next_live.append((float(score), ids, state))
+        finished = sorted(finished, key=lambda f: -f[0])[:beam_size]
+        live = next_live
+        if ended >= beam_size:
+            break
+    return [(ids, score) for score, ids in finished]
+
+
+@pytest.mark.parametrize("beam_size", [2, 5])
+def test_beam_search_equals_a_plain_python_reference(translator, beam_size):
+    sources = _encode(translator, [s for s, _ in _held_out(6)])
+    for source, hypotheses in zip(sources, translator.translate_ids(sources, beam_size=beam_size, n_best=beam_size)):
+        expected = _beam_reference(translator.searcher, source, beam_size)
+        assert [ids for ids, _ in hypotheses] == [ids for ids, _ in expected]
+        np.testing.assert_allclose([s for _, s in hypotheses], [s for _, s in expected], rtol=1e-4, atol=1e-5)
+
+
 def test_beam_of_one_equals_greedy(translator):
     sources = _encode(translator, [s for s, _ in _held_out(24)])
     batch = np.zeros((len(sources), max(map(len, sources))), np.int32)
@@ -72,7 +127,7 @@ def test_beam_of_one_equals_greedy(translator):
     greedy_ids, greedy_scores = translator.searcher.greedy_search(batch)
     beam_ids, beam_scores = translator.searcher.beam_search(batch, beam_size=1)
     for row in range(len(sources)):
-        assert decoding._until_eos(beam_ids[row, 0]) == decoding._until_eos(greedy_ids[row])
+        assert decoding.until_eos(beam_ids[row, 0]) == decoding.until_eos(greedy_ids[row])
     np.testing.assert_allclose(beam_scores[:, 0], greedy_scores, rtol=1e-5, atol=1e-6)
 
 
@@ -97,7 +152,7 @@ def test_n_best_is_sorted_and_distinct(translator):
 
 def test_output_length_is_bounded(translator):
     searcher = decoding.Searcher(
-        translator.searcher.encoder, translator.searcher.decoder, layers=1, max_length_ratio=0.0, max_length_extra=2
+        translator.searcher.encoder, translator.searcher.decoder, decoding.LengthRule(ratio=0.0, extra=2)
     )
     sources = _encode(translator, ["a b c d e f"])
     for beam_size in (1, 3):

@@ -11,6 +11,7 @@ import pytest
 import sacrebleu
 
 from conftest import reversal_pairs
+from nmt_cli.datadir import DataDir
 from nmt_cli.errors import UserError
 from nmt_cli.evaluation import bleu_tokenizer, default_split, evaluate, score, score_files
 
@@ -34,9 +35,25 @@ def dev_references(data_dir: Path) -> list[str]:
 def sacrebleu_cli(references: Path, hypotheses: Path, tokenize: str) -> tuple[float, float]:
     """(BLEU, chrF) as sacreBLEU's own command line prints them, with 2 decimals."""
     completed = subprocess.run(
-        [sys.executable, "-m", "sacrebleu", str(references), "-i", str(hypotheses),
-         "-m", "bleu", "chrf", "--tokenize", tokenize, "-b", "-w", "2"],
-        capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "sacrebleu",
+            str(references),
+            "-i",
+            str(hypotheses),
+            "-m",
+            "bleu",
+            "chrf",
+            "--tokenize",
+            tokenize,
+            "-b",
+            "-w",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert completed.returncode == 0, completed.stderr
     # -b with several metrics prints a JSON list of the scores, in the order asked for.
@@ -53,7 +70,7 @@ def sacrebleu_cli(references: Path, hypotheses: Path, tokenize: str) -> tuple[fl
 @pytest.mark.parametrize("beam_size", [1, 5])
 def test_evaluate_dev_split_scores_and_files(translator, reversal_data, tmp_path, beam_size):
     output = tmp_path / f"hyp-beam{beam_size}.txt"
-    result = evaluate(translator, reversal_data, "dev", beam_size, output=output)
+    result = evaluate(translator, DataDir(reversal_data), "dev", beam_size, output=output)
 
     references = dev_references(reversal_data)
     assert len(references) == 100
@@ -91,25 +108,38 @@ def test_evaluate_dev_split_scores_and_files(translator, reversal_data, tmp_path
 
 
 def test_evaluate_default_output_beside_the_model(translator, model_dir, reversal_data):
-    result = evaluate(translator, reversal_data, "dev", 5)
+    result = evaluate(translator, DataDir(reversal_data), "dev", 5)
     expected = model_dir / "eval" / "dev-best-beam5.txt"
     assert result.hypotheses_file == str(expected)
     assert len(expected.read_text(encoding="utf-8").splitlines()) == 100
-    assert json.loads(expected.with_name(expected.stem + ".scores.json").read_text(encoding="utf-8"))["scores"]["bleu"] == result.scores.bleu
+    assert (
+        json.loads(expected.with_name(expected.stem + ".scores.json").read_text(encoding="utf-8"))["scores"]["bleu"]
+        == result.scores.bleu
+    )
     assert not list((model_dir / "eval").glob("*.partial"))
 
 
 def test_evaluate_an_earlier_checkpoint_names_it(model_dir, reversal_data, tmp_path):
     from nmt_cli.translation import Translator
 
-    result = evaluate(Translator(model_dir, "epoch-10"), reversal_data, "dev", 1, output=tmp_path / "h.txt")
+    result = evaluate(Translator(model_dir, "epoch-10"), DataDir(reversal_data), "dev", 1, output=tmp_path / "h.txt")
     assert result.checkpoint.startswith("epoch-")
     assert int(result.checkpoint.split("-")[1]) == 10
     assert result.scores.sentences == 100
 
 
+def test_evaluate_reports_progress_sentence_by_sentence(translator, reversal_data, tmp_path):
+    from conftest import RecordingReporter
+
+    reporter = RecordingReporter()
+    evaluate(translator, DataDir(reversal_data), "dev", 1, output=tmp_path / "h.txt", reporter=reporter)
+    (task,) = reporter.tasks
+    assert task["total"] == task["done"] == 100 and not task["open"]
+    assert "dev" in task["description"]
+
+
 def test_default_split_is_dev_without_a_test_split(reversal_data):
-    assert default_split(reversal_data) == "dev"
+    assert default_split(DataDir(reversal_data)) == "dev"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -119,7 +149,7 @@ def test_default_split_is_dev_without_a_test_split(reversal_data):
 
 def test_model_scores_match_the_sacrebleu_cli(translator, reversal_data, tmp_path):
     hypotheses = tmp_path / "hyp.txt"
-    result = evaluate(translator, reversal_data, "dev", 5, output=hypotheses)
+    result = evaluate(translator, DataDir(reversal_data), "dev", 5, output=hypotheses)
     references = reversal_data / "dev.ja"
 
     ours = score_files(hypotheses, references, "none")
@@ -218,9 +248,9 @@ def test_misaligned_files_are_a_user_error(tmp_path):
 
 
 def test_data_with_other_tokenizers_is_refused(translator, tmp_path):
-    from nmt_cli.prepare import PrepareOptions, prepare
-
     from conftest import _write_split
+    from nmt_cli.config import PrepareOptions
+    from nmt_cli.prepare import prepare
 
     corpus = tmp_path / "corpus"
     _write_split(corpus, "train", reversal_pairs(300, seed=7) + [("k l m", "m l k")])
@@ -229,16 +259,16 @@ def test_data_with_other_tokenizers_is_refused(translator, tmp_path):
     prepare(PrepareOptions(data_dir=other, source=str(corpus), vocab_size=300, src_style="en-words-lower"))
 
     with pytest.raises(UserError, match="tokenizers"):
-        evaluate(translator, other, "dev", 1, output=tmp_path / "h.txt")
+        evaluate(translator, DataDir(other), "dev", 1, output=tmp_path / "h.txt")
     assert not (tmp_path / "h.txt").exists()
 
 
 def test_missing_split_is_a_user_error(translator, reversal_data, tmp_path):
     with pytest.raises(UserError, match=r"no test split"):
-        evaluate(translator, reversal_data, "test", 1, output=tmp_path / "h.txt")
+        evaluate(translator, DataDir(reversal_data), "test", 1, output=tmp_path / "h.txt")
     assert not (tmp_path / "h.txt").exists()
 
 
 def test_not_a_data_directory_is_a_user_error(translator, tmp_path):
     with pytest.raises(UserError, match="not a prepared data directory"):
-        evaluate(translator, tmp_path, "dev", 1)
+        evaluate(translator, DataDir(tmp_path), "dev", 1)

@@ -12,21 +12,16 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from keras import ops  # noqa: E402
 
+from conftest import log_softmax  # noqa: E402
 from nmt_cli.objectives import MaskedCrossEntropy, MaskedTokenAccuracy, TargetTokens  # noqa: E402
 from nmt_cli.tokenizer import PAD_ID  # noqa: E402
 
 VOCAB = 11
 
 
-def np_log_softmax(x: np.ndarray) -> np.ndarray:
-    x = x.astype(np.float64)
-    shifted = x - x.max(axis=-1, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
-
-
 def reference_loss(y_true: np.ndarray, logits: np.ndarray, label_smoothing: float = 0.0) -> float:
     """Mean over the real (y_true != 0) tokens of the (smoothed) negative log-likelihood."""
-    log_probs = np_log_softmax(logits)
+    log_probs = log_softmax(logits)
     nll = -np.take_along_axis(log_probs, y_true[..., None].astype(np.int64), axis=-1)[..., 0]
     token_loss = (1 - label_smoothing) * nll - label_smoothing * log_probs.mean(axis=-1)
     real = y_true != PAD_ID
@@ -68,7 +63,7 @@ def test_masked_cross_entropy_matches_reference(label_smoothing):
 def test_reference_differs_from_naive_means():
     """Guards the test data: averaging over padding too, or per row, would give another number."""
     y_true, logits = make_targets(seed=1)
-    log_probs = np_log_softmax(logits)
+    log_probs = log_softmax(logits)
     nll = -np.take_along_axis(log_probs, y_true[..., None].astype(np.int64), axis=-1)[..., 0]
     real = y_true != PAD_ID
     per_token = reference_loss(y_true, logits)
@@ -94,13 +89,17 @@ def test_label_smoothing_formula_on_a_tiny_case():
     y_true = np.array([[2, 0]], np.int32)
     logits = np.zeros((1, 2, VOCAB), np.float32)
     for smoothing in (0.0, 0.5):
-        got = as_float(MaskedCrossEntropy(label_smoothing=smoothing)(ops.convert_to_tensor(y_true), ops.convert_to_tensor(logits)))
+        got = as_float(
+            MaskedCrossEntropy(label_smoothing=smoothing)(ops.convert_to_tensor(y_true), ops.convert_to_tensor(logits))
+        )
         assert got == pytest.approx(np.log(VOCAB), rel=1e-6)
     # A confident right answer: smoothing adds the mean negative log-probability over the vocabulary.
     logits = np.zeros((1, 2, VOCAB), np.float32)
     logits[0, 0, 2] = 10.0
     plain = reference_loss(y_true, logits)
-    smoothed = as_float(MaskedCrossEntropy(label_smoothing=0.1)(ops.convert_to_tensor(y_true), ops.convert_to_tensor(logits)))
+    smoothed = as_float(
+        MaskedCrossEntropy(label_smoothing=0.1)(ops.convert_to_tensor(y_true), ops.convert_to_tensor(logits))
+    )
     assert smoothed > plain
     assert smoothed == pytest.approx(reference_loss(y_true, logits, 0.1), rel=1e-5)
 
@@ -108,7 +107,9 @@ def test_label_smoothing_formula_on_a_tiny_case():
 def test_all_padding_gives_zero_not_nan():
     y_true = np.zeros((2, 3), np.int32)
     logits = np.random.default_rng(0).normal(size=(2, 3, VOCAB)).astype(np.float32)
-    got = as_float(MaskedCrossEntropy(label_smoothing=0.1)(ops.convert_to_tensor(y_true), ops.convert_to_tensor(logits)))
+    got = as_float(
+        MaskedCrossEntropy(label_smoothing=0.1)(ops.convert_to_tensor(y_true), ops.convert_to_tensor(logits))
+    )
     assert got == 0.0
 
 
@@ -205,7 +206,9 @@ def test_masked_token_accuracy_ignores_padding():
 
     wrong_at_padding = np.array([[5, 1, 7, 9, 9], [8, 9, 9, 9, 9]])
     metric.reset_state()
-    metric.update_state(ops.convert_to_tensor(y_true), ops.convert_to_tensor(np.eye(VOCAB, dtype=np.float32)[wrong_at_padding]))
+    metric.update_state(
+        ops.convert_to_tensor(y_true), ops.convert_to_tensor(np.eye(VOCAB, dtype=np.float32)[wrong_at_padding])
+    )
     assert as_float(metric.result()) == pytest.approx(3 / 4)
 
 
@@ -215,7 +218,9 @@ def test_masked_token_accuracy_weights_batches_by_tokens():
     y1 = np.array([[4, 5, 6, 7]], np.int32)
     metric.update_state(ops.convert_to_tensor(y1), ops.convert_to_tensor(np.eye(VOCAB, dtype=np.float32)[y1]))
     y2 = np.array([[4, 0, 0, 0]], np.int32)
-    metric.update_state(ops.convert_to_tensor(y2), ops.convert_to_tensor(np.eye(VOCAB, dtype=np.float32)[np.array([[5, 0, 0, 0]])]))
+    metric.update_state(
+        ops.convert_to_tensor(y2), ops.convert_to_tensor(np.eye(VOCAB, dtype=np.float32)[np.array([[5, 0, 0, 0]])])
+    )
     assert as_float(metric.result()) == pytest.approx(4 / 5)
 
 
@@ -231,7 +236,10 @@ def test_target_tokens_counts_real_tokens():
     y_true, logits = make_targets(seed=5)
     metric.update_state(ops.convert_to_tensor(y_true), ops.convert_to_tensor(logits))
     assert as_float(metric.result()) == int((y_true != PAD_ID).sum()) == 9 + 1 + 5 + 3
-    metric.update_state(ops.convert_to_tensor(np.array([[1, 2, 0]], np.int32)), ops.convert_to_tensor(np.zeros((1, 3, VOCAB), np.float32)))
+    metric.update_state(
+        ops.convert_to_tensor(np.array([[1, 2, 0]], np.int32)),
+        ops.convert_to_tensor(np.zeros((1, 3, VOCAB), np.float32)),
+    )
     assert as_float(metric.result()) == 18 + 2
     metric.reset_state()
     assert as_float(metric.result()) == 0

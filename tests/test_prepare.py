@@ -8,6 +8,7 @@ import os
 import re
 import subprocess
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -16,15 +17,11 @@ import pytest
 import nmt_cli.corpus
 import nmt_cli.prepare
 from nmt_cli import __version__
+from nmt_cli.config import PrepareOptions
 from nmt_cli.corpus import KnownCorpus, catalogue, file_sha256
+from nmt_cli.datadir import MANIFEST, DataDir
 from nmt_cli.errors import UserError
-from nmt_cli.prepare import (
-    MANIFEST,
-    PrepareOptions,
-    load_encoded,
-    load_manifest,
-    prepare,
-)
+from nmt_cli.prepare import prepare
 from nmt_cli.progress import Reporter
 from nmt_cli.tokenizer import Tokenizer
 
@@ -34,17 +31,13 @@ VOCAB = 8000  # a ceiling the synthetic corpora never fill
 class NoteReporter(Reporter):
     def __init__(self):
         self.notes: list[str] = []
-        self.warnings: list[str] = []
 
     def note(self, message):
         self.notes.append(message)
 
-    def warn(self, message):
-        self.warnings.append(message)
-
 
 def decode(data_dir: Path, split: str) -> tuple[list[str], list[str]]:
-    src_ids, tgt_ids = load_encoded(data_dir, split)
+    src_ids, tgt_ids = DataDir(data_dir).load_split(split)
     en = Tokenizer.load(data_dir / "spm.en.model")
     ja = Tokenizer.load(data_dir / "spm.ja.model")
     return en.decode([a.tolist() for a in src_ids]), ja.decode([a.tolist() for a in tgt_ids])
@@ -103,7 +96,18 @@ def test_prepare_writes_the_expected_files(dirty_prepared):
     data_dir = dirty_prepared["data_dir"]
     assert dirty_prepared["result"].rebuilt is True
     assert sorted(p.name for p in data_dir.iterdir()) == sorted(
-        [MANIFEST, "spm.en.model", "spm.ja.model", "train.npz", "dev.npz", "test.npz", "dev.en", "dev.ja", "test.en", "test.ja"]
+        [
+            MANIFEST,
+            "spm.en.model",
+            "spm.ja.model",
+            "train.npz",
+            "dev.npz",
+            "test.npz",
+            "dev.en",
+            "dev.ja",
+            "test.en",
+            "test.ja",
+        ]
     )
     # Nothing but the data directory is left in its parent: no staging or old folders.
     assert leftovers(data_dir.parent, {"data"}) == []
@@ -112,23 +116,23 @@ def test_prepare_writes_the_expected_files(dirty_prepared):
 def test_manifest_fields(dirty_prepared):
     data_dir, folder = dirty_prepared["data_dir"], dirty_prepared["folder"]
     manifest = dirty_prepared["result"].manifest
-    assert json.loads((data_dir / MANIFEST).read_text(encoding="utf-8")) == manifest
-    assert load_manifest(data_dir) == manifest
+    assert json.loads((data_dir / MANIFEST).read_text(encoding="utf-8")) == asdict(manifest)
+    assert DataDir(data_dir).manifest() == manifest
 
-    assert manifest["tool_version"] == __version__
-    assert re.fullmatch(r"[0-9a-f]{64}", manifest["fingerprint"])
-    assert manifest["source"] == {"kind": "folder", "path": str(folder.resolve())}
-    assert manifest["languages"] == {"source": "en", "target": "ja"}
-    assert manifest["styles"] == {"en": "raw", "ja": "raw"}
-    assert manifest["special_ids"] == {"pad": 0, "unk": 1, "bos": 2, "eos": 3}
-    assert manifest["options"] == {"vocab_size": VOCAB, "max_length": MAX_LENGTH, "max_pairs": None}
+    assert manifest.tool_version == __version__
+    assert re.fullmatch(r"[0-9a-f]{64}", manifest.fingerprint)
+    assert manifest.source == {"kind": "folder", "path": str(folder.resolve())}
+    assert manifest.languages == {"source": "en", "target": "ja"}
+    assert manifest.styles == {"en": "raw", "ja": "raw"}
+    assert manifest.special_ids == {"pad": 0, "unk": 1, "bos": 2, "eos": 3}
+    assert manifest.options == {"vocab_size": VOCAB, "max_length": MAX_LENGTH, "max_pairs": None}
 
     expected_lines = {"train": 205, "dev": 22, "test": 10}
-    assert set(manifest["files"]) == {f"{s}.{l}" for s in expected_lines for l in ("en", "ja")}
-    for name, info in manifest["files"].items():
+    assert set(manifest.files) == {f"{s}.{lang}" for s in expected_lines for lang in ("en", "ja")}
+    for name, info in manifest.files.items():
         assert info == {"sha256": file_sha256(folder / name), "lines": expected_lines[name.split(".")[0]]}, name
 
-    assert manifest["splits"] == {
+    assert manifest.splits == {
         "train": {"pairs": 200, "dropped": {"empty": 3, "too_long": 2}},
         "dev": {"pairs": 22, "held_out_from_train": False},
         "test": {"pairs": 10},
@@ -137,7 +141,7 @@ def test_manifest_fields(dirty_prepared):
 
 def test_manifest_vocabulary(dirty_prepared):
     data_dir = dirty_prepared["data_dir"]
-    vocabulary = dirty_prepared["result"].manifest["vocabulary"]
+    vocabulary = dirty_prepared["result"].manifest.vocabulary
     assert set(vocabulary) == {"en", "ja"}
     for lang, info in vocabulary.items():
         actual = Tokenizer.load(data_dir / f"spm.{lang}.model").vocab_size
@@ -151,10 +155,10 @@ def test_manifest_vocabulary(dirty_prepared):
 
 def test_manifest_token_lengths_match_the_encoded_arrays(dirty_prepared):
     data_dir = dirty_prepared["data_dir"]
-    lengths = dirty_prepared["result"].manifest["token_lengths"]
+    lengths = dirty_prepared["result"].manifest.token_lengths
     assert set(lengths) == {"train", "dev", "test"}
     for split in ("train", "dev", "test"):
-        src_ids, tgt_ids = load_encoded(data_dir, split)
+        src_ids, tgt_ids = DataDir(data_dir).load_split(split)
         assert set(lengths[split]) == {"en", "ja"}
         for lang, seqs in (("en", src_ids), ("ja", tgt_ids)):
             sizes = np.array([len(s) for s in seqs])
@@ -177,14 +181,14 @@ def test_dev_and_test_are_never_changed(dirty_prepared):
     data_dir, folder = dirty_prepared["data_dir"], dirty_prepared["folder"]
     for split in ("dev", "test"):
         pairs = dirty_prepared[split]
-        src_ids, tgt_ids = load_encoded(data_dir, split)
+        src_ids, tgt_ids = DataDir(data_dir).load_split(split)
         assert len(src_ids) == len(tgt_ids) == len(pairs)
         for lang in ("en", "ja"):
             assert (data_dir / f"{split}.{lang}").read_bytes() == (folder / f"{split}.{lang}").read_bytes()
         en, ja = decode(data_dir, split)
         assert list(zip(en, ja)) == pairs
     # The empty dev pair is kept as two empty sequences.
-    src_ids, tgt_ids = load_encoded(data_dir, "dev")
+    src_ids, tgt_ids = DataDir(data_dir).load_split("dev")
     assert len(src_ids[20]) == 0 and len(tgt_ids[20]) == 0
 
 
@@ -203,15 +207,15 @@ def test_encoded_arrays_layout(dirty_prepared):
 
 def test_load_encoded_missing_split_is_a_user_error(dirty_prepared):
     with pytest.raises(UserError, match="nope.npz is missing"):
-        load_encoded(dirty_prepared["data_dir"], "nope")
+        DataDir(dirty_prepared["data_dir"]).load_split("nope")
 
 
 def test_load_manifest_errors(tmp_path):
     with pytest.raises(UserError, match="is not a prepared data directory"):
-        load_manifest(tmp_path)
+        DataDir(tmp_path).manifest()
     (tmp_path / MANIFEST).write_text("{not json", encoding="utf-8")
     with pytest.raises(UserError, match="--force"):
-        load_manifest(tmp_path)
+        DataDir(tmp_path).manifest()
 
 
 # --------------------------------------------------------------------------------------------
@@ -226,9 +230,9 @@ def test_missing_dev_holds_out_a_slice_of_train(tmp_path, make_pairs, write_corp
     reporter = NoteReporter()
     manifest = prepare(PrepareOptions(data_dir=data_dir, source=str(folder), vocab_size=VOCAB), reporter).manifest
     held = 200 // 50
-    assert manifest["splits"]["dev"] == {"pairs": held, "held_out_from_train": True}
-    assert manifest["splits"]["train"]["pairs"] == 200 - held
-    assert set(manifest["files"]) == {"train.en", "train.ja"}
+    assert manifest.splits["dev"] == {"pairs": held, "held_out_from_train": True}
+    assert manifest.splits["train"]["pairs"] == 200 - held
+    assert set(manifest.files) == {"train.en", "train.ja"}
     assert list(zip(*decode(data_dir, "dev"))) == train[-held:]
     assert list(zip(*decode(data_dir, "train"))) == train[:-held]
     assert (data_dir / "dev.en").read_text(encoding="utf-8") == "".join(en + "\n" for en, _ in train[-held:])
@@ -247,10 +251,10 @@ def test_max_pairs_keeps_the_first_training_pairs(tmp_path, synthetic_corpus):
     manifest = prepare(
         PrepareOptions(data_dir=data_dir, source=str(synthetic_corpus.folder), vocab_size=VOCAB, max_pairs=50)
     ).manifest
-    assert manifest["options"]["max_pairs"] == 50
-    assert manifest["splits"]["train"]["pairs"] == 50
-    assert manifest["splits"]["dev"]["pairs"] == 20
-    assert manifest["files"]["train.en"]["lines"] == 200  # the files are described as they are
+    assert manifest.options["max_pairs"] == 50
+    assert manifest.splits["train"]["pairs"] == 50
+    assert manifest.splits["dev"]["pairs"] == 20
+    assert manifest.files["train.en"]["lines"] == 200  # the files are described as they are
     assert list(zip(*decode(data_dir, "train"))) == synthetic_corpus.train[:50]
 
 
@@ -259,8 +263,8 @@ def test_max_pairs_then_held_out_dev(tmp_path, make_pairs, write_corpus):
     folder = write_corpus(tmp_path / "corpus", train)
     data_dir = tmp_path / "data"
     manifest = prepare(PrepareOptions(data_dir=data_dir, source=str(folder), vocab_size=VOCAB, max_pairs=100)).manifest
-    assert manifest["splits"]["dev"]["pairs"] == 2
-    assert manifest["splits"]["train"]["pairs"] == 98
+    assert manifest.splits["dev"]["pairs"] == 2
+    assert manifest.splits["train"]["pairs"] == 98
     assert list(zip(*decode(data_dir, "dev"))) == train[98:100]
 
 
@@ -274,7 +278,7 @@ def test_explicit_styles_are_recorded(tmp_path, synthetic_corpus):
             tgt_style="ja-words",
         )
     ).manifest
-    assert manifest["styles"] == {"en": "en-words-lower", "ja": "ja-words"}
+    assert manifest.styles == {"en": "en-words-lower", "ja": "ja-words"}
 
 
 @pytest.mark.parametrize(
@@ -304,10 +308,12 @@ def test_training_split_without_text_is_refused(tmp_path, write_corpus):
 def test_other_language_pair_and_direction(tmp_path, synthetic_corpus):
     data_dir = tmp_path / "data"
     manifest = prepare(
-        PrepareOptions(data_dir=data_dir, source=str(synthetic_corpus.folder), src_lang="ja", tgt_lang="en", vocab_size=VOCAB)
+        PrepareOptions(
+            data_dir=data_dir, source=str(synthetic_corpus.folder), src_lang="ja", tgt_lang="en", vocab_size=VOCAB
+        )
     ).manifest
-    assert manifest["languages"] == {"source": "ja", "target": "en"}
-    src_ids, _ = load_encoded(data_dir, "dev")
+    assert manifest.languages == {"source": "ja", "target": "en"}
+    src_ids, _ = DataDir(data_dir).load_split("dev")
     ja = Tokenizer.load(data_dir / "spm.ja.model")
     assert ja.decode([a.tolist() for a in src_ids]) == [ja_text for _, ja_text in synthetic_corpus.dev]
 
@@ -331,7 +337,9 @@ def test_second_run_is_a_no_op_and_force_rebuilds(tmp_path, synthetic_corpus):
     assert data_dir.stat().st_ino == dir_inode
     assert leftovers(data_dir.parent, {"data"}) == []
 
-    forced = prepare(PrepareOptions(data_dir=data_dir, source=str(synthetic_corpus.folder), vocab_size=VOCAB, force=True))
+    forced = prepare(
+        PrepareOptions(data_dir=data_dir, source=str(synthetic_corpus.folder), vocab_size=VOCAB, force=True)
+    )
     assert forced.rebuilt is True
     assert data_dir.stat().st_ino != dir_inode  # a new directory was swapped in
     after = snapshot(data_dir)
@@ -347,16 +355,19 @@ def test_changed_options_or_files_rebuild(tmp_path, synthetic_corpus):
     first = prepare(PrepareOptions(data_dir=data_dir, source=str(folder), vocab_size=VOCAB))
     changed = prepare(PrepareOptions(data_dir=data_dir, source=str(folder), vocab_size=VOCAB, max_length=60))
     assert changed.rebuilt is True
-    assert changed.manifest["fingerprint"] != first.manifest["fingerprint"]
-    with open(folder / "train.en", "a", encoding="utf-8") as out_en, open(folder / "train.ja", "a", encoding="utf-8") as out_ja:
+    assert changed.manifest.fingerprint != first.manifest.fingerprint
+    with (
+        open(folder / "train.en", "a", encoding="utf-8") as out_en,
+        open(folder / "train.ja", "a", encoding="utf-8") as out_ja,
+    ):
         out_en.write("one more line .\n")
         out_ja.write("もう 一 行 。\n")
     grown = prepare(PrepareOptions(data_dir=data_dir, source=str(folder), vocab_size=VOCAB, max_length=60))
     assert grown.rebuilt is True
-    assert grown.manifest["splits"]["train"]["pairs"] == 201
+    assert grown.manifest.splits["train"]["pairs"] == 201
 
 
-@pytest.mark.parametrize("target", ["train_tokenizer", "_save_encoded"])
+@pytest.mark.parametrize("target", ["train_tokenizer", "save_split"])
 def test_interrupted_build_keeps_the_previous_directory(tmp_path, synthetic_corpus, monkeypatch, target):
     data_dir = tmp_path / "work" / "data"
     options = PrepareOptions(data_dir=data_dir, source=str(synthetic_corpus.folder), vocab_size=VOCAB)
@@ -386,7 +397,7 @@ def test_interrupted_first_build_leaves_nothing(tmp_path, synthetic_corpus, monk
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(nmt_cli.prepare, "_save_encoded", interrupted)
+    monkeypatch.setattr(nmt_cli.prepare, "save_split", interrupted)
     parent = tmp_path / "work"
     with pytest.raises(KeyboardInterrupt):
         prepare(PrepareOptions(data_dir=parent / "data", source=str(synthetic_corpus.folder), vocab_size=VOCAB))
@@ -421,7 +432,7 @@ def test_prepared_directory_with_broken_manifest_is_rebuilt(tmp_path, synthetic_
     (data_dir / MANIFEST).write_text("{broken", encoding="utf-8")
     result = prepare(options)
     assert result.rebuilt is True
-    assert load_manifest(data_dir) == result.manifest
+    assert DataDir(data_dir).manifest() == result.manifest
 
 
 # --------------------------------------------------------------------------------------------
@@ -434,13 +445,13 @@ def test_prepare_from_url(tmp_path, synthetic_corpus, http_server):
     data_dir = tmp_path / "data"
     url = served.url.rstrip("/")  # a base URL without the final slash works too
     manifest = prepare(PrepareOptions(data_dir=data_dir, source=url, vocab_size=VOCAB)).manifest
-    assert manifest["source"] == {"kind": "url", "url": served.url}
-    assert set(manifest["splits"]) == {"train", "dev"}
-    assert manifest["splits"]["dev"] == {"pairs": 20, "held_out_from_train": False}
-    assert set(manifest["files"]) == {"train.en", "train.ja", "dev.en", "dev.ja"}
-    for name, info in manifest["files"].items():
+    assert manifest.source == {"kind": "url", "url": served.url}
+    assert set(manifest.splits) == {"train", "dev"}
+    assert manifest.splits["dev"] == {"pairs": 20, "held_out_from_train": False}
+    assert set(manifest.files) == {"train.en", "train.ja", "dev.en", "dev.ja"}
+    for name, info in manifest.files.items():
         assert info["sha256"] == file_sha256(synthetic_corpus.folder / name)
-    assert sorted(served.requests) == sorted(f"/{s}.{l}" for s in ("train", "dev", "test") for l in ("en", "ja"))
+    assert sorted(served.requests) == sorted(f"/{s}.{lang}" for s in ("train", "dev", "test") for lang in ("en", "ja"))
     assert list(zip(*decode(data_dir, "train"))) == synthetic_corpus.train
     assert leftovers(tmp_path, {"corpus", "data"}) == []
 
@@ -480,7 +491,6 @@ def fake_default_corpus(tmp_path, corpus_dir, http_server, monkeypatch, make_pai
     real = catalogue()["small_parallel_enja"]
     fake = KnownCorpus(
         name=real.name,
-        description=real.description,
         base_url=served.url,
         languages=real.languages,
         styles=real.styles,
@@ -502,17 +512,22 @@ def test_prepare_default_corpus_downloads_checks_and_is_idempotent(tmp_path, fak
     result = prepare(options)
     manifest = result.manifest
     assert result.rebuilt is True
-    assert manifest["source"] == {"kind": "catalogue", "name": "small_parallel_enja", "url": served.url}
-    assert manifest["styles"] == {"en": "en-words-lower", "ja": "ja-words"}
-    assert {name: info["lines"] for name, info in manifest["files"].items()} == {
-        "train.en": 50000, "train.ja": 50000, "dev.en": 500, "dev.ja": 500, "test.en": 5, "test.ja": 5,
+    assert manifest.source == {"kind": "catalogue", "name": "small_parallel_enja", "url": served.url}
+    assert manifest.styles == {"en": "en-words-lower", "ja": "ja-words"}
+    assert {name: info["lines"] for name, info in manifest.files.items()} == {
+        "train.en": 50000,
+        "train.ja": 50000,
+        "dev.en": 500,
+        "dev.ja": 500,
+        "test.en": 5,
+        "test.ja": 5,
     }
-    assert {name: info["sha256"] for name, info in manifest["files"].items()} == fake_default_corpus["entry"].sha256
-    train = manifest["splits"]["train"]
+    assert {name: info["sha256"] for name, info in manifest.files.items()} == fake_default_corpus["entry"].sha256
+    train = manifest.splits["train"]
     assert train["pairs"] + sum(train["dropped"].values()) == 2000
-    assert manifest["splits"]["dev"] == {"pairs": 500, "held_out_from_train": False}
-    assert manifest["splits"]["test"] == {"pairs": 5}
-    assert sorted(served.requests) == sorted(f"/{s}.{l}" for s in ("train", "dev", "test") for l in ("en", "ja"))
+    assert manifest.splits["dev"] == {"pairs": 500, "held_out_from_train": False}
+    assert manifest.splits["test"] == {"pairs": 5}
+    assert sorted(served.requests) == sorted(f"/{s}.{lang}" for s in ("train", "dev", "test") for lang in ("en", "ja"))
     assert leftovers(tmp_path, {"www", "data"}) == []
 
     # Up to date: nothing is downloaded again and nothing is touched.
@@ -562,17 +577,20 @@ def test_cli_prepare_real_corpus_end_to_end(tmp_path, corpus_dir):
     assert re.search(r"^\W*dev\W.*500", stdout, re.MULTILINE), stdout
     assert "recognised small_parallel_enja" in completed.stderr
 
-    manifest = load_manifest(data_dir)
-    assert manifest["splits"]["train"]["pairs"] == 50000
-    assert manifest["splits"]["train"]["dropped"] == {"empty": 0, "too_long": 0}
-    assert manifest["splits"]["dev"] == {"pairs": 500, "held_out_from_train": False}
-    assert manifest["styles"] == {"en": "en-words-lower", "ja": "ja-words"}
-    assert manifest["source"] == {"kind": "folder", "path": str(corpus_dir.resolve()), "corpus": "small_parallel_enja"}
-    assert {name: info["lines"] for name, info in manifest["files"].items()} == {
-        "train.en": 50000, "train.ja": 50000, "dev.en": 500, "dev.ja": 500,
+    manifest = DataDir(data_dir).manifest()
+    assert manifest.splits["train"]["pairs"] == 50000
+    assert manifest.splits["train"]["dropped"] == {"empty": 0, "too_long": 0}
+    assert manifest.splits["dev"] == {"pairs": 500, "held_out_from_train": False}
+    assert manifest.styles == {"en": "en-words-lower", "ja": "ja-words"}
+    assert manifest.source == {"kind": "folder", "path": str(corpus_dir.resolve()), "corpus": "small_parallel_enja"}
+    assert {name: info["lines"] for name, info in manifest.files.items()} == {
+        "train.en": 50000,
+        "train.ja": 50000,
+        "dev.en": 500,
+        "dev.ja": 500,
     }
     for lang in ("en", "ja"):
-        assert 260 < manifest["vocabulary"][lang]["actual"] <= 8000
+        assert 260 < manifest.vocabulary[lang]["actual"] <= 8000
     assert (data_dir / "dev.en").read_bytes() == (corpus_dir / "dev.en").read_bytes()
 
 
@@ -591,7 +609,11 @@ def test_empty_dev_split_is_refused(tmp_path):
 
 @pytest.mark.parametrize(
     ("options", "message"),
-    [({"vocab_size": 0}, "--vocab-size"), ({"max_length": 0}, "--max-length"), ({"src_style": "shouty"}, "unknown text style")],
+    [
+        ({"vocab_size": 0}, "--vocab-size"),
+        ({"max_length": 0}, "--max-length"),
+        ({"src_style": "shouty"}, "unknown text style"),
+    ],
 )
 def test_bad_options_are_refused_before_any_work(tmp_path, options, message):
     with pytest.raises(UserError, match=message):
@@ -618,3 +640,22 @@ def test_a_failed_first_run_leaves_no_folder(tmp_path):
     with pytest.raises(UserError):
         prepare(PrepareOptions(data_dir=tmp_path / "data" / "prepared", source=str(tmp_path / "nowhere")))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_offline_default_corpus_says_how_to_use_a_local_copy(tmp_path, monkeypatch):
+    import socket
+
+    with socket.socket() as closed:  # a port nothing listens on: the download fails at once
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    real = catalogue()["small_parallel_enja"]
+    offline = KnownCorpus(real.name, f"http://127.0.0.1:{port}/", real.languages, real.styles, real.sha256)
+    monkeypatch.setattr(nmt_cli.prepare, "catalogue", lambda: {real.name: offline})
+    for name in ("http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(UserError) as caught:
+        prepare(PrepareOptions(data_dir=tmp_path / "data"))
+    message = str(caught.value)
+    assert "download of" in message and "nmt prepare --source DIR" in message
+    assert "train.en, train.ja, dev.en, dev.ja" in message
+    assert leftovers(tmp_path, set()) == []

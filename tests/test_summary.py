@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
+from conftest import assert_one_line_error, nmt
 from nmt_cli.cli import app
 from nmt_cli.errors import UserError
 
@@ -181,13 +179,6 @@ def test_human_output_names_the_layers_and_totals(name):
     assert "untrained: no history or checkpoints yet" in result.stdout
 
 
-def test_attention_example_from_the_issue():
-    result = ok(invoke("summary", "--arch", "attention", "--units", "32", "--source-vocab-size", "50", "--target-vocab-size", "60"))
-    names = table_layer_names(result.output)
-    for layer in (*COMMON_LAYERS, "attention"):
-        assert layer in names
-
-
 # --------------------------------------------------------------------------------------------
 # Untrained models: vocabulary sizes from flags or from a data directory
 # --------------------------------------------------------------------------------------------
@@ -195,7 +186,20 @@ def test_attention_example_from_the_issue():
 
 def test_untrained_needs_no_data_directory(_empty_cwd):
     assert not (_empty_cwd / "data").exists()
-    view = as_json(invoke("summary", "--arch", "seq2seq", "--units", "16", "--source-vocab-size", "50", "--target-vocab-size", "60", "--json"))
+    view = as_json(
+        invoke(
+            "summary",
+            "--arch",
+            "seq2seq",
+            "--units",
+            "16",
+            "--source-vocab-size",
+            "50",
+            "--target-vocab-size",
+            "60",
+            "--json",
+        )
+    )
     assert view["data"] is None and view["model_dir"] is None
     params = {row["name"]: row["params"] for row in view["models"]["training"]["layers"]}
     assert params["encoder_embedding"] == 50 * 256  # default embedding size
@@ -217,7 +221,9 @@ def test_data_dir_gives_the_vocabulary_sizes(reversal_data):
     langs = manifest["languages"]
     src_vocab = manifest["vocabulary"][langs["source"]]["actual"]
     tgt_vocab = manifest["vocabulary"][langs["target"]]["actual"]
-    view = as_json(invoke("summary", "--data-dir", str(reversal_data), "--units", "16", "--embedding-dim", "8", "--json"))
+    view = as_json(
+        invoke("summary", "--data-dir", str(reversal_data), "--units", "16", "--embedding-dim", "8", "--json")
+    )
     assert view["config"]["source_vocab_size"] == src_vocab
     assert view["config"]["target_vocab_size"] == tgt_vocab
     assert view["data"]["vocabulary"] == {"source": src_vocab, "target": tgt_vocab}
@@ -241,7 +247,9 @@ def test_data_dir_alone_is_an_untrained_summary(reversal_data):
 
 
 def test_explicit_vocabulary_size_wins_over_the_data_dir(reversal_data):
-    view = as_json(invoke("summary", "--data-dir", str(reversal_data), "--units", "16", "--source-vocab-size", "77", "--json"))
+    view = as_json(
+        invoke("summary", "--data-dir", str(reversal_data), "--units", "16", "--source-vocab-size", "77", "--json")
+    )
     assert view["config"]["source_vocab_size"] == 77
     assert view["config"]["target_vocab_size"] == manifest_of(reversal_data)["vocabulary"]["ja"]["actual"]
 
@@ -286,7 +294,7 @@ def test_trained_counts_equal_the_saved_checkpoint(trained_dir):
     """The architecture is rebuilt from config.json: its counts must be those of the trained weights."""
     view = as_json(invoke("summary", "--model-dir", str(trained_dir), "--json"))
     from nmt_cli.config import load_config
-    from nmt_cli.training import load_checkpoint
+    from nmt_cli.models import load_checkpoint
 
     config = load_config(trained_dir / "config.json")
     loaded = load_checkpoint(trained_dir / "checkpoints" / "best.keras", config.model)
@@ -304,7 +312,9 @@ def test_trained_human_output_marks_the_best_epoch_and_lists_checkpoints(trained
     best = int(min(rows, key=lambda row: float(row["val_loss"]))["epoch"])
 
     assert "training history (* best val_loss)" in out
-    history_rows = re.findall(r"^│\s+(\d+)( \*)?\s+│\s+([0-9.]+)\s+│\s+([0-9.]+)\s+│\s+([0-9.]+)\s+│", out, flags=re.MULTILINE)
+    history_rows = re.findall(
+        r"^│\s+(\d+)( \*)?\s+│\s+([0-9.]+)\s+│\s+([0-9.]+)\s+│\s+([0-9.]+)\s+│", out, flags=re.MULTILINE
+    )
     assert [int(r[0]) for r in history_rows] == list(range(1, 21))
     marked = [int(r[0]) for r in history_rows if r[1]]
     assert marked == [best]
@@ -372,59 +382,34 @@ def test_plot_other_suffix_is_a_user_error(tmp_path):
     assert not (tmp_path / "graph.pdf").exists()
 
 
-@pytest.mark.parametrize("missing", ["check_pydot", "check_graphviz"])
-def test_plot_without_pydot_or_graphviz_warns_and_still_summarizes(missing, tmp_path, monkeypatch):
-    built(CONFIGS["seq2seq"])  # loads TensorFlow and Keras before patching
-    from keras.src.utils import model_visualization
-
-    monkeypatch.setattr(model_visualization, missing, lambda: False)
+def test_plot_without_graphviz_is_refused_at_once(tmp_path):
+    # A PATH with no `dot` on it: the real entry point, as a user without graphviz runs it.
+    no_dot = tmp_path / "bin"
+    no_dot.mkdir()
     target = tmp_path / "graph.svg"
-    result = ok(invoke("summary", *flags(CONFIGS["attention"]), "--plot", str(target)))
-
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("warning:")
-    assert "pydot" in lines[0] and "graphviz" in lines[0] and "pip install" in lines[0]
-    assert "Traceback" not in result.output
-    for layer in (*COMMON_LAYERS, "attention"):
-        assert layer in table_layer_names(result.stdout)
-    assert "total " in result.stdout
-    assert "drew" not in result.stdout
-    assert not list(tmp_path.glob("graph*"))
+    completed = nmt(
+        "summary", *flags(CONFIGS["seq2seq"]), "--plot", target, env={"PATH": str(no_dot)}, before_tensorflow=True
+    )
+    line = assert_one_line_error(completed)
+    assert "graphviz" in line and "apt-get install graphviz" in line
+    assert completed.stdout == "" and not list(tmp_path.glob("graph*"))
 
 
-def test_plot_missing_keeps_json_on_stdout_clean(tmp_path, monkeypatch):
-    built(CONFIGS["seq2seq"])
-    from keras.src.utils import model_visualization
+def test_plot_without_pydot_is_refused_with_the_install_hint_intact(tmp_path, monkeypatch):
+    import importlib.util
 
-    monkeypatch.setattr(model_visualization, "check_pydot", lambda: False)
-    result = invoke("summary", *flags(CONFIGS["seq2seq"]), "--plot", str(tmp_path / "graph.svg"), "--json")
-    view = as_json(result)
-    assert "plots" not in view
-    assert view["models"]["training"]["total_params"] == built(CONFIGS["seq2seq"]).training.count_params()
-    assert "pydot" in result.stderr
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "pydot" else find_spec(name, *a))
+    target = tmp_path / "graph.svg"
+    result = invoke("summary", *flags(CONFIGS["seq2seq"]), "--plot", str(target), "--json")
+    assert isinstance(result.exception, UserError)
+    assert "pydot" in str(result.exception) and "pip install 'nmt-cli[plot]'" in str(result.exception)
+    assert result.stdout == "" and not list(tmp_path.glob("graph*"))
 
 
 # --------------------------------------------------------------------------------------------
 # Errors, through the real entry point
 # --------------------------------------------------------------------------------------------
-
-
-def nmt(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1"}
-    return subprocess.run(
-        [sys.executable, "-m", "nmt_cli", *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=180
-    )
-
-
-def assert_one_line_error(completed: subprocess.CompletedProcess) -> str:
-    assert completed.returncode == 2, (completed.returncode, completed.stderr)
-    assert "Traceback" not in completed.stderr, completed.stderr
-    lines = [line for line in completed.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, completed.stderr
-    assert lines[0].startswith("error: "), completed.stderr
-    assert completed.stdout == ""
-    return lines[0]
 
 
 def test_missing_model_directory_is_a_one_line_error(tmp_path):
@@ -472,13 +457,20 @@ def test_config_of_no_buildable_model_is_a_one_line_error(tmp_path, model):
 
 
 def test_non_positive_vocabulary_size_option_is_a_one_line_error(tmp_path):
-    line = assert_one_line_error(nmt("summary", "--source-vocab-size", "-5", "--target-vocab-size", "60", "--units", "8", cwd=tmp_path))
+    line = assert_one_line_error(
+        nmt("summary", "--source-vocab-size", "-5", "--target-vocab-size", "60", "--units", "8", cwd=tmp_path)
+    )
     assert "vocab" in line
 
 
 @pytest.mark.parametrize(
     "options",
-    [["--units", "32"], ["--arch", "seq2seq"], ["--source-vocab-size", "50", "--target-vocab-size", "60"], ["--unidirectional"]],
+    [
+        ["--units", "32"],
+        ["--arch", "seq2seq"],
+        ["--source-vocab-size", "50", "--target-vocab-size", "60"],
+        ["--unidirectional"],
+    ],
     ids=["units", "arch", "vocab", "bool-flag"],
 )
 def test_model_dir_and_model_options_together_are_refused(tmp_path, options):

@@ -166,7 +166,9 @@ def test_detokenize_ja_words_removes_spaces_between_japanese_words():
 
 
 def test_detokenize_en_words_joins_punctuation_and_clitics():
-    assert detokenize("i can 't tell who will arrive first .", "en-words-lower") == "i can't tell who will arrive first."
+    assert (
+        detokenize("i can 't tell who will arrive first .", "en-words-lower") == "i can't tell who will arrive first."
+    )
     assert detokenize("keep  these", "raw") == "keep  these"
 
 

@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from conftest import run_training
+from nmt_cli.config import load_config
 from nmt_cli.errors import UserError
-from nmt_cli.training import TrainRequest, train
+from nmt_cli.plan import TrainRequest
 from nmt_cli.workspace import HISTORY_FIELDS, Workspace, read_history
 
 SMALL = {"units": 32, "embedding_dim": 16, "dropout": 0.0}
@@ -19,14 +21,23 @@ def _train(model_dir: Path, data_dir: Path | None, epochs: int, save_every: int,
     model = {**SMALL, **{k: v for k, v in options.items() if k in ("arch", "units", "embedding_dim", "dropout")}}
     training = {"epochs": epochs, "save_every": save_every, "batch_size": 32}
     training.update({k: v for k, v in options.items() if k in ("seed", "learning_rate", "label_smoothing")})
-    request = TrainRequest(model_dir=model_dir, data_dir=data_dir, model=model, training=training, restart=options.get("restart", False))
-    return train(request).history
+    request = TrainRequest(
+        model_dir=model_dir, data_dir=data_dir, model=model, training=training, restart=options.get("restart", False)
+    )
+    return run_training(request).history
 
 
 @pytest.mark.parametrize("arch", ["seq2seq", "attention"])
 def test_learns_digit_reversal(tmp_path, reversal_data, arch):
     history = _train(
-        tmp_path / "model", reversal_data, epochs=20, save_every=20, arch=arch, units=64, learning_rate=0.01, label_smoothing=0.0
+        tmp_path / "model",
+        reversal_data,
+        epochs=20,
+        save_every=20,
+        arch=arch,
+        units=64,
+        learning_rate=0.01,
+        label_smoothing=0.0,
     )
     assert history[-1]["val_accuracy"] > 0.95, history[-1]
 
@@ -39,13 +50,21 @@ def test_checkpoint_schedule_and_files(tmp_path, reversal_data):
     assert workspace.best.exists() and workspace.encoder.exists() and workspace.decoder.exists()
     config = json.loads(workspace.config.read_text())
     assert config["training"]["epochs"] == 3 and config["model"]["units"] == SMALL["units"]
-    assert config["data_dir"] == str(reversal_data) and len(config["data_manifest_sha256"]) == 64
+    assert load_config(workspace.config).resolve_data_dir(model_dir) == reversal_data
+    assert len(config["data_manifest_sha256"]) == 64
     with open(workspace.history) as stream:
         rows = list(csv.DictReader(stream))
     assert [int(row["epoch"]) for row in rows] == [1, 2, 3]
     assert tuple(rows[0]) == HISTORY_FIELDS
     assert all(float(row["tokens_per_second"]) > 0 and float(row["seconds"]) > 0 for row in rows)
-    assert any(workspace.logs.rglob("*tfevents*"))
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    for side, tags in (("train", {"epoch_loss", "epoch_learning_rate"}), ("validation", {"epoch_loss"})):
+        events = EventAccumulator(str(workspace.logs / side)).Reload()
+        assert tags <= set(events.Tags()["scalars"]), side
+        assert [event.step for event in events.Scalars("epoch_loss")] == [1, 2, 3]
+    train_losses = [e.value for e in EventAccumulator(str(workspace.logs / "train")).Reload().Scalars("epoch_loss")]
+    assert train_losses == pytest.approx([row["loss"] for row in read_history(workspace.history)], rel=1e-5)
     assert not list(model_dir.rglob("*.partial*"))
 
 
@@ -68,7 +87,8 @@ def test_resume_refuses_a_different_model_or_data(tmp_path, reversal_data, synth
         _train(model_dir, None, epochs=2, save_every=1, arch="seq2seq")
     with pytest.raises(UserError, match="already trained for 1 epochs"):
         _train(model_dir, None, epochs=1, save_every=1)
-    from nmt_cli.prepare import PrepareOptions, prepare
+    from nmt_cli.config import PrepareOptions
+    from nmt_cli.prepare import prepare
 
     other = tmp_path / "other-data"
     prepare(PrepareOptions(data_dir=other, source=str(synthetic_corpus.folder)))
@@ -99,3 +119,52 @@ def test_restart_with_bad_options_keeps_the_old_model(tmp_path, reversal_data):
     with pytest.raises(UserError, match="not a prepared data directory"):
         _train(model_dir, tmp_path / "missing-data", epochs=1, save_every=1, restart=True)
     assert Workspace(model_dir).saved_epochs() == [1]
+
+
+def test_progress_has_a_bar_for_the_whole_run_and_one_per_epoch(tmp_path, reversal_data):
+    from conftest import RecordingReporter
+
+    reporter = RecordingReporter()
+    model_dir = tmp_path / "model"
+    _train(model_dir, reversal_data, epochs=1, save_every=1)
+    request = TrainRequest(model_dir=model_dir, training={"epochs": 3, "save_every": 1, "batch_size": 32})
+    run_training(request, reporter)
+    whole, *epochs = reporter.tasks
+    assert [task["description"] for task in epochs] == ["epoch 2/3", "epoch 3/3"]
+    assert whole["total"] == whole["done"] == sum(task["total"] for task in epochs) > 0
+    assert not any(task["open"] for task in reporter.tasks)
+    assert reporter.epochs == [2, 3] and any("resuming from epoch 1" in note for note in reporter.notes)
+
+
+def test_the_data_directory_is_found_from_anywhere(tmp_path, reversal_data, monkeypatch):
+    import shutil
+
+    project = tmp_path / "project"
+    shutil.copytree(reversal_data, project / "data" / "prepared")
+    monkeypatch.chdir(project)
+    _train(Path("models/m"), Path("data/prepared"), epochs=1, save_every=1)  # relative paths, as users type them
+    config = load_config(project / "models/m/config.json")
+    assert not Path(config.data_dir).is_absolute()  # the project folder can move as a whole
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert config.resolve_data_dir(project / "models/m") == (project / "data/prepared").resolve()
+    history = _train(project / "models/m", None, epochs=2, save_every=1)  # resumes with the saved data
+    assert [row["epoch"] for row in history] == [1, 2]
+
+
+def test_a_model_directory_from_before_keeps_its_data(tmp_path, reversal_data, monkeypatch):
+    # config.json used to hold the data directory as given on the command line, relative to
+    # where `nmt train` ran: still found from there.
+    import json
+    import shutil
+
+    project = tmp_path / "project"
+    shutil.copytree(reversal_data, project / "data")
+    monkeypatch.chdir(project)
+    _train(Path("model"), Path("data"), epochs=1, save_every=1)
+    config_file = project / "model" / "config.json"
+    raw = json.loads(config_file.read_text())
+    raw["data_dir"] = "data"
+    config_file.write_text(json.dumps(raw))
+    assert load_config(config_file).resolve_data_dir(Path("model")) == Path("data")

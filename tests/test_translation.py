@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from nmt_cli import translation
@@ -81,38 +85,45 @@ def test_checkpoint_choice(trained_model):
         Translator(model_dir, "epoch-3")
 
 
-PLAIN_KERAS_GREEDY = """
-import json, sys
-import keras, numpy as np
-encoder = keras.models.load_model(sys.argv[1], safe_mode=True)
-decoder = keras.models.load_model(sys.argv[2], safe_mode=True)
-source = np.array([json.loads(sys.argv[3])], dtype="int32")
-outputs = encoder.predict(source, verbose=0)
-memory, states = list(outputs[:-2]), list(outputs[-2:])
-token, ids = np.array([[2]], dtype="int32"), []  # <bos>
-for _ in range(20):
-    log_probs, *states = decoder.predict([token, *memory, *states], verbose=0)
-    best = int(log_probs[0, -1].argmax())
-    if best == 3:  # <eos>
-        break
-    ids.append(best)
-    token = np.array([[best]], dtype="int32")
-assert not any(name.startswith("nmt_cli") for name in sys.modules)
-print(json.dumps(ids))
-"""
+def readme_plain_keras_snippet() -> str:
+    """The Python block of the README's "from plain Keras" section."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("#### The inference models from plain Keras") :]
+    return section[section.index("```python\n") + len("```python\n") : section.index("\n```\n")]
 
 
-def test_saved_inference_models_decode_with_plain_keras(translator):
-    import json
-    import subprocess
-    import sys
-
-    source = [list(ids) for ids in translator.source_tokenizer.encode(["d e f g"])][0]
+def test_the_readme_decodes_with_plain_keras_like_nmt_translate(translator, tmp_path):
+    sentence = "d e f g"
+    snippet = readme_plain_keras_snippet()
+    assert '"models/default"' in snippet and "i can 't tell who will arrive first ." in snippet
+    snippet = snippet.replace('"models/default"', repr(str(translator.workspace.root)))
+    snippet = snippet.replace("i can 't tell who will arrive first .", sentence)
+    check = "\nimport sys\nassert not any(name.startswith('nmt_cli') for name in sys.modules)\n"
     completed = subprocess.run(
-        [sys.executable, "-c", PLAIN_KERAS_GREEDY, str(translator.workspace.encoder), str(translator.workspace.decoder), json.dumps(source)],
-        capture_output=True,
-        text=True,
-        check=True,
+        [sys.executable, "-c", snippet + check], capture_output=True, text=True, cwd=tmp_path, timeout=120
     )
-    ids = json.loads(completed.stdout.strip().splitlines()[-1])
-    assert ids and ids == translator.translate_ids([source], beam_size=1)[0][0][0]
+    assert completed.returncode == 0, completed.stderr
+    expected = next(iter(translator.translate([sentence], beam_size=1, normalize_input=False, tokenized_output=True)))
+    assert expected.text and " ".join(completed.stdout.split()) == expected.text
+
+
+def _piece_ids(translator, pieces: list[str]) -> list[int]:
+    ids = [translator.target_tokenizer._sp.piece_to_id(piece) for piece in pieces]
+    assert all(i > 3 for i in ids), pieces  # all known, none special
+    return ids
+
+
+@pytest.mark.parametrize("tokenized", [False, True])
+def test_output_is_never_padded_with_spaces(translator, tokenized):
+    space = "<0x20>"  # byte fallback: a piece that is a bare space
+    ids = _piece_ids(translator, [space, space, "a", space, space, space, "b", space])
+    assert translator.output_texts([ids], tokenized=tokenized) == ["a b"]
+
+
+def test_n_best_merges_hypotheses_that_read_the_same(translator, monkeypatch):
+    space, a, b = _piece_ids(translator, ["<0x20>", "a", "b"])
+    found = [[([a], -1.0), ([space, a], -2.0), ([b], -3.0), ([a, space], -4.0), ([b, a], -5.0)]]
+    monkeypatch.setattr(translator, "translate_ids", lambda *args, **kwargs: found)
+    result = next(iter(translator.translate(["x y"], beam_size=5, n_best=3)))
+    (b_then_a,) = translator.output_texts([[b, a]])
+    assert [(c.text, c.score) for c in result.candidates] == [("a", -1.0), ("b", -3.0), (b_then_a, -5.0)]

@@ -1,11 +1,11 @@
-"""nmt_cli.workspace: checkpoint names, listing, `--checkpoint` resolution and atomic writes."""
+"""nmt_cli.workspace: checkpoint names, listing, `--checkpoint` resolution, history files."""
 
 from __future__ import annotations
 
 import pytest
 
 from nmt_cli.errors import UserError
-from nmt_cli.workspace import Workspace, read_history, write_text_atomic
+from nmt_cli.workspace import Workspace, read_history
 
 
 def touch(path):
@@ -29,7 +29,9 @@ def test_layout(tmp_path):
     assert ws.encoder.name == "encoder.keras" and ws.decoder.name == "decoder.keras"
 
 
-@pytest.mark.parametrize("epoch, name", [(1, "epoch-001.keras"), (5, "epoch-005.keras"), (42, "epoch-042.keras"), (1234, "epoch-1234.keras")])
+@pytest.mark.parametrize(
+    "epoch, name", [(1, "epoch-001.keras"), (5, "epoch-005.keras"), (42, "epoch-042.keras"), (1234, "epoch-1234.keras")]
+)
 def test_checkpoint_naming(workspace, epoch, name):
     assert workspace.checkpoint(epoch) == workspace.checkpoints / name
 
@@ -38,8 +40,14 @@ def test_saved_epochs_sorted_numerically_and_ignores_other_files(workspace):
     assert workspace.saved_epochs() == []  # no checkpoints folder yet
     for epoch in (10, 2, 1000, 30):
         touch(workspace.checkpoint(epoch))
-    for other in ("best.keras", "epoch-004.partial.keras", "epoch-005.keras.partial", "epoch-x.keras",
-                  "epoch-006.h5", "notes-epoch-007.keras"):
+    for other in (
+        "best.keras",
+        "epoch-004.partial.keras",
+        "epoch-005.keras.partial",
+        "epoch-x.keras",
+        "epoch-006.h5",
+        "notes-epoch-007.keras",
+    ):
         touch(workspace.checkpoints / other)
     assert workspace.saved_epochs() == [2, 10, 30, 1000]
 
@@ -73,7 +81,9 @@ def test_resolve_without_checkpoints(workspace):
         workspace.resolve_checkpoint("best")
 
 
-@pytest.mark.parametrize("spec", ["first", "epoch", "epoch-", "epoch-2x", "epoch--1", "5", "Epoch-5", "epoch-5.keras", ""])
+@pytest.mark.parametrize(
+    "spec", ["first", "epoch", "epoch-", "epoch-2x", "epoch--1", "5", "Epoch-5", "epoch-5.keras", ""]
+)
 def test_resolve_bad_spec(workspace, spec):
     touch(workspace.checkpoint(5))
     with pytest.raises(UserError, match="best, last or epoch-N"):
@@ -88,24 +98,14 @@ def test_resolve_missing_epoch_lists_saved_ones(workspace):
     assert "epoch-5" in str(caught.value) and "epoch-10" in str(caught.value)
 
 
-def test_write_text_atomic(tmp_path):
-    path = tmp_path / "config.json"
-    write_text_atomic(path, "first\n")
-    assert path.read_text(encoding="utf-8") == "first\n"
-    write_text_atomic(path, "second ünïcode\n")
-    assert path.read_text(encoding="utf-8") == "second ünïcode\n"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json"]
-    assert not list(tmp_path.glob("*.partial*"))
-
-
 def test_remove_partial_files_and_clear(workspace):
     touch(workspace.checkpoint(1))
-    touch(workspace.checkpoints / "epoch-002.4242.partial.keras")
-    touch(workspace.root / "config.json.4242.partial")
+    touch(workspace.checkpoints / ".epoch-002.keras.4242.partial.keras")
+    touch(workspace.root / ".config.json.4242.partial")
     touch(workspace.root / "notes.partial.txt")  # not ours: stays
     workspace.remove_partial_files()
     assert sorted(p.name for p in workspace.checkpoints.iterdir()) == ["epoch-001.keras"]
-    assert not (workspace.root / "config.json.4242.partial").exists()
+    assert not (workspace.root / ".config.json.4242.partial").exists()
     assert (workspace.root / "notes.partial.txt").exists()
     touch(workspace.config)
     touch(workspace.encoder)
@@ -113,16 +113,6 @@ def test_remove_partial_files_and_clear(workspace):
     workspace.clear()
     assert not workspace.checkpoints.exists() and not workspace.logs.exists()
     assert not workspace.config.exists() and not workspace.encoder.exists()
-
-
-def test_forget_best_after_drops_a_best_model_from_later_epochs(workspace):
-    for path in (workspace.best, workspace.encoder, workspace.decoder):
-        touch(path)
-    workspace.best_stamp.write_text('{"epoch": 7}\n')
-    workspace.forget_best_after(7)
-    assert workspace.best.exists() and workspace.best_epoch() == 7
-    workspace.forget_best_after(5)
-    assert not any(p.exists() for p in (workspace.best, workspace.encoder, workspace.decoder, workspace.best_stamp))
 
 
 def test_damaged_history_is_a_user_error(workspace):

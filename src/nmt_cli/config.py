@@ -1,102 +1,274 @@
-"""Model and training options: defaults, a TOML/YAML options file, and the saved config.json."""
+"""Every option once: its name, type, default, help and checks.
+
+Options are dataclass fields made with `option(...)`. The command line is built from them
+(`cli.py` turns each field into a flag whose help shows the default), option files are read into
+them, and `config.json` beside every model is written from them. Checks that concern one value
+live in its `option(...)`; checks that relate several values live in the class' `validate`.
+
+Nothing here imports TensorFlow: `nmt --help` and the checks of a user's options stay fast.
+"""
 
 from __future__ import annotations
 
 import json
+import math
+import os
 import tomllib
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import Field, asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, get_type_hints
 
 from nmt_cli import __version__
 from nmt_cli.errors import UserError
+from nmt_cli.models import ARCHITECTURE_NAMES
 
-ARCHS = ("seq2seq", "attention")
-ATTENTION_STYLES = ("luong", "bahdanau")
-
-
-_TYPES = {"int": int, "float": (int, float), "bool": bool, "str": str}
+DEFAULT_DATA_DIR = Path("data/prepared")
+DEFAULT_MODEL_DIR = Path("models/default")
 
 
-def _check_types(options) -> None:
-    """Values read from files must have their field's type (bool is not an int here)."""
+@dataclass(frozen=True)
+class Rules:
+    """What one option accepts, and how the command line shows it."""
+
+    help: str
+    flag: str | None = None  # the flag's spelling when it is not --NAME (for example "--jit/--no-jit")
+    choices: tuple[str, ...] = ()
+    minimum: float | None = None
+    maximum: float | None = None
+    below: float | None = None  # an exclusive upper bound
+    archs: tuple[str, ...] = ()  # the architectures the option applies to; empty: all
+    by_arch: dict[str, Any] | None = None  # the default of each architecture, where it differs (field default: None)
+    default_text: str | None = None  # how --help states the default, where the value alone would not say it
+
+    def default_for(self, arch: str) -> Any:
+        return (self.by_arch or {}).get(arch)
+
+    def describe_by_arch(self) -> str:
+        """ "1 for seq2seq and attention, 3 for transformer"."""
+        archs_of: dict[Any, list[str]] = {}
+        for arch, value in (self.by_arch or {}).items():
+            archs_of.setdefault(value, []).append(arch)
+        return ", ".join(f"{value} for {' and '.join(archs)}" for value, archs in archs_of.items())
+
+
+def option(default: Any, help: str, **rules: Any) -> Any:
+    """A dataclass field that is also a command-line option."""
+    return field(default=default, metadata={"rules": Rules(help, **rules)})
+
+
+def rules_of(item: Field) -> Rules:
+    return item.metadata["rules"]
+
+
+def cli_name(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def check(options: Any) -> None:
+    """The per-value checks of every option of a dataclass instance: type, choices, range, finite."""
+    hints = get_type_hints(type(options))
     for item in fields(options):
-        value, expected = getattr(options, item.name), _TYPES[item.type]
-        if not isinstance(value, expected) or (isinstance(value, bool) and item.type != "bool"):
-            raise UserError(f"{item.name.replace('_', '-')} must be {item.type}, not {value!r}")
+        if "rules" not in item.metadata:
+            continue
+        rules, value, name = rules_of(item), getattr(options, item.name), cli_name(item.name)
+        expected = hints[item.name]
+        if value is None and _optional(expected):
+            continue
+        kind = _base_type(expected)
+        if kind is Path and isinstance(value, str):
+            continue
+        if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+            if not (kind is float and isinstance(value, int) and not isinstance(value, bool)):
+                raise UserError(f"{name} must be {_type_word(kind)}, not {value!r}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise UserError(f"{name} must be a finite number, not {value}")
+        if rules.choices and value not in rules.choices:
+            raise UserError(f"unknown {name} {value!r}; choose one of: {', '.join(rules.choices)}")
+        if rules.minimum is not None and value < rules.minimum:
+            raise UserError(f"{name} must be at least {_number(rules.minimum)}, not {value}")
+        if rules.maximum is not None and value > rules.maximum:
+            raise UserError(f"{name} must be at most {_number(rules.maximum)}, not {value}")
+        if rules.below is not None and value >= rules.below:
+            raise UserError(f"{name} must be below {_number(rules.below)}, not {value}")
+
+
+def _optional(annotation: Any) -> bool:
+    return type(None) in getattr(annotation, "__args__", ())
+
+
+def _base_type(annotation: Any) -> type:
+    args = [a for a in getattr(annotation, "__args__", ()) if a is not type(None)]
+    return args[0] if args else annotation
+
+
+def _type_word(kind: type) -> str:
+    return {int: "a whole number", float: "a number", bool: "true or false", str: "text", Path: "a path"}.get(
+        kind, kind.__name__
+    )
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
+# ------------------------------------------------------------------------------------------------
+# The model and how it is trained: saved in config.json
+# ------------------------------------------------------------------------------------------------
+
+RNN_ARCHS = ("seq2seq", "attention")
+
+
+def fill_arch_defaults(options: Any, arch: str) -> None:
+    """Give every option left at None the default of `arch` (see `Rules.by_arch`)."""
+    for item in fields(options):
+        rules = item.metadata.get("rules")
+        if rules is not None and rules.by_arch and getattr(options, item.name) is None:
+            setattr(options, item.name, rules.default_for(arch))
 
 
 @dataclass
 class ModelConfig:
-    arch: str = "attention"
-    units: int = 256
-    embedding_dim: int = 256
-    layers: int = 1
-    dropout: float = 0.2
-    bidirectional: bool = False
-    attention: str = "luong"
-    source_vocab_size: int = 0
-    target_vocab_size: int = 0
+    arch: str = option("attention", "The architecture.", choices=ARCHITECTURE_NAMES)
+    units: int = option(256, "LSTM units, or the Transformer's width (d_model).", minimum=1)
+    embedding_dim: int = option(256, "Embedding size.", minimum=1, archs=RNN_ARCHS)
+    layers: int | None = option(
+        None,
+        "Layers in the encoder and in the decoder.",
+        minimum=1,
+        by_arch={"seq2seq": 1, "attention": 1, "transformer": 3},
+    )
+    heads: int = option(4, "Attention heads.", minimum=1, archs=("transformer",))
+    ff_units: int = option(1024, "Width of each feed-forward block.", minimum=1, archs=("transformer",))
+    dropout: float | None = option(
+        None, "Dropout rate.", minimum=0.0, below=1.0, by_arch={"seq2seq": 0.2, "attention": 0.2, "transformer": 0.1}
+    )
+    bidirectional: bool = option(
+        False, "A bidirectional encoder.", flag="--bidirectional/--unidirectional", archs=("attention",)
+    )
+    attention: str = option("luong", "The attention score.", choices=("luong", "bahdanau"), archs=("attention",))
+    source_vocab_size: int = option(0, "Source vocabulary size (from the prepared data).", minimum=0)
+    target_vocab_size: int = option(0, "Target vocabulary size (from the prepared data).", minimum=0)
 
-    def validate(self) -> None:
-        _check_types(self)
+    def __post_init__(self) -> None:
+        fill_arch_defaults(self, self.arch)
+
+    def validate(self, given: set[str] | None = None) -> None:
+        """Check every value; `given` names the options the user set, which must suit the --arch."""
+        check(self)
+        for item in fields(self):
+            archs = rules_of(item).archs
+            set_here = item.name in given if given is not None else getattr(self, item.name) != item.default
+            if archs and self.arch not in archs and set_here:
+                raise UserError(f"{cli_name(item.name)} applies to --arch {' or '.join(archs)} only, not {self.arch}")
         if self.source_vocab_size < 1 or self.target_vocab_size < 1:
             raise UserError("vocabulary sizes must be at least 1: take them from a prepared --data-dir")
-        if self.arch not in ARCHS:
-            raise UserError(f"unknown --arch {self.arch!r}; choose one of: {', '.join(ARCHS)}")
-        if self.attention not in ATTENTION_STYLES:
-            raise UserError(f"unknown --attention {self.attention!r}; choose one of: {', '.join(ATTENTION_STYLES)}")
-        if self.bidirectional and self.arch != "attention":
-            raise UserError("--bidirectional needs --arch attention")
         if self.bidirectional and self.units % 2:
             raise UserError("--bidirectional splits --units between two directions: give an even number")
-        for name in ("units", "embedding_dim", "layers"):
-            if getattr(self, name) < 1:
-                raise UserError(f"--{name.replace('_', '-')} must be at least 1")
-        if not 0.0 <= self.dropout < 1.0:
-            raise UserError("--dropout must be in [0, 1)")
+        if self.arch == "transformer" and self.units % (2 * self.heads):
+            raise UserError(
+                f"--units {self.units} must split evenly into --heads {self.heads} heads of even width "
+                f"(a multiple of {2 * self.heads})"
+            )
+
+
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 
 
 @dataclass
 class TrainingConfig:
-    epochs: int = 20
-    save_every: int = 5
-    batch_size: int = 64
-    learning_rate: float = 1e-3
-    clipnorm: float = 1.0
-    label_smoothing: float = 0.1
-    seed: int = 1234
-    jit_compile: bool = False  # XLA; Keras turns it off under op determinism, so it costs reproducibility
+    epochs: int = option(20, "Total epochs, counting those already done.", minimum=1)
+    save_every: int = option(5, "Save a checkpoint every N epochs; the last is always saved.", minimum=1)
+    time_budget: float = option(
+        0.0,
+        "Stop after this many minutes of wall clock, validation included, with a resumable checkpoint; "
+        "a resumed run gets the budget afresh. 0: no limit.",
+        minimum=0.0,
+    )
+    batch_size: int = option(64, "Sentence pairs per batch (when --batch-tokens is 0).", minimum=1)
+    batch_tokens: int | None = option(
+        None,
+        "Padded positions per batch: as many pairs as fit. 0: --batch-size pairs.",
+        minimum=0,
+        by_arch={"seq2seq": 0, "attention": 0, "transformer": 6000},
+    )
+    learning_rate: float | None = option(
+        None,
+        "Adam's learning rate (the peak, after warm-up).",
+        minimum=0.0,
+        by_arch={"seq2seq": 1e-3, "attention": 1e-3, "transformer": 1e-3},
+    )
+    schedule: str | None = option(
+        None,
+        "How the learning rate changes with the step count.",
+        choices=("constant", "inverse_sqrt"),
+        by_arch={"seq2seq": "constant", "attention": "constant", "transformer": "inverse_sqrt"},
+    )
+    warmup: int | None = option(
+        None,
+        "Steps of linear warm-up to the learning rate.",
+        minimum=0,
+        by_arch={"seq2seq": 0, "attention": 0, "transformer": 4000},
+    )
+    clipnorm: float = option(1.0, "Clip each gradient to this norm; 0 turns clipping off.", minimum=0.0)
+    label_smoothing: float = option(0.1, "Label smoothing.", minimum=0.0, below=1.0)
+    precision: str = option(
+        "float32",
+        "Keras' precision policy; the output layer and softmax stay float32.",
+        choices=PRECISIONS,
+    )
+    best_by: str = option(
+        "bleu",
+        "Which validation figure picks checkpoints/best.keras: dev BLEU (greedy search) or loss.",
+        choices=("bleu", "loss"),
+    )
+    patience: int = option(
+        0, "Stop once the --best-by figure has not improved for this many epochs. 0: never.", minimum=0
+    )
+    seed: int = option(
+        1234, "Random seed: the same seed, data and options give the same losses.", minimum=0, maximum=2**32 - 1
+    )
+    jit_compile: bool = option(
+        False,
+        "Compile training steps with XLA; runs are then not bit-reproducible, and on CPU it can be slower: "
+        "measure first.",
+        flag="--jit/--no-jit",
+    )
 
     def validate(self) -> None:
-        _check_types(self)
-        if self.epochs < 1 or self.save_every < 1 or self.batch_size < 1:
-            raise UserError("--epochs, --save-every and --batch-size must be at least 1")
-        if self.learning_rate <= 0:
+        check(self)
+        if self.learning_rate == 0:
             raise UserError("--learning-rate must be positive")
-        if not 0.0 <= self.label_smoothing < 1.0:
-            raise UserError("--label-smoothing must be in [0, 1)")
-        if self.clipnorm < 0:
-            raise UserError("--clipnorm must be 0 (no clipping) or positive")
-        if not 0 <= self.seed < 2**32:
-            raise UserError("--seed must be between 0 and 4294967295")
+
+
+MODEL_OPTIONS = tuple(item.name for item in fields(ModelConfig) if not item.name.endswith("_vocab_size"))
+TRAINING_OPTIONS = tuple(item.name for item in fields(TrainingConfig))
 
 
 @dataclass
 class RunConfig:
-    """Everything needed to rebuild, resume or reproduce a model: saved as config.json."""
+    """Everything needed to rebuild, resume or reproduce a model: saved as config.json.
+
+    `data_dir` is stored as the model directory sees it (relative to it when the data lies
+    below the same parent, else absolute), so the model resolves its data from anywhere.
+    """
 
     model: ModelConfig = field(default_factory=ModelConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
-    data_dir: str = "data/prepared"
+    data_dir: str = str(DEFAULT_DATA_DIR)
     data_manifest_sha256: str = ""
     tool_version: str = __version__
+
+    def __post_init__(self) -> None:
+        # How a model trains best depends on what it is: options left unset take the
+        # architecture's defaults (and a config.json from before an option existed gets the
+        # default that matches how it was trained).
+        fill_arch_defaults(self.training, self.model.arch)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2) + "\n"
 
     @classmethod
-    def from_json(cls, text: str) -> "RunConfig":
+    def from_json(cls, text: str) -> RunConfig:
         raw = json.loads(text)
         return cls(
             model=ModelConfig(**raw["model"]),
@@ -105,6 +277,31 @@ class RunConfig:
             data_manifest_sha256=raw["data_manifest_sha256"],
             tool_version=raw["tool_version"],
         )
+
+    def with_data_dir(self, data_dir: Path, model_dir: Path) -> RunConfig:
+        return replace(self, data_dir=_path_from(Path(model_dir), Path(data_dir)))
+
+    def resolve_data_dir(self, model_dir: Path) -> Path:
+        """The data directory, wherever the command runs.
+
+        Model directories written before paths were stored relative to them hold a path
+        relative to where `nmt train` ran: that is tried when the other is not there.
+        """
+        stored = Path(self.data_dir)
+        if stored.is_absolute():
+            return stored
+        beside = Path(os.path.normpath(Path(model_dir).absolute() / stored))
+        return beside if beside.exists() or not stored.exists() else stored
+
+
+def _path_from(model_dir: Path, data_dir: Path) -> str:
+    model_dir, data_dir = model_dir.absolute(), data_dir.absolute()
+    try:
+        return (
+            os.path.relpath(data_dir, model_dir) if os.path.commonpath([model_dir, data_dir]) != "/" else str(data_dir)
+        )
+    except ValueError:  # different drives
+        return str(data_dir)
 
 
 def load_config(path: Path) -> RunConfig:
@@ -116,7 +313,11 @@ def load_config(path: Path) -> RunConfig:
         raise UserError(f"cannot read {path}: {error}") from None
 
 
-OPTION_NAMES = {f.name for cls in (ModelConfig, TrainingConfig) for f in fields(cls)} | {"data_dir"}
+# ------------------------------------------------------------------------------------------------
+# Options files (`nmt train --config FILE`)
+# ------------------------------------------------------------------------------------------------
+
+OPTIONS_FILE_NAMES = {*MODEL_OPTIONS, *TRAINING_OPTIONS, "data_dir"}
 
 
 def read_options_file(path: Path) -> dict[str, Any]:
@@ -146,7 +347,7 @@ def read_options_file(path: Path) -> dict[str, Any]:
         else:
             flat[key] = value
     options = {key.replace("-", "_"): value for key, value in flat.items()}
-    unknown = sorted(set(options) - OPTION_NAMES)
+    unknown = sorted(set(options) - OPTIONS_FILE_NAMES)
     if unknown:
         raise UserError(f"config file {path}: unknown option {unknown[0]!r}")
     if not isinstance(options.get("data_dir", ""), str):
@@ -156,9 +357,126 @@ def read_options_file(path: Path) -> dict[str, Any]:
 
 def split_options(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """Separate a flat option mapping into ModelConfig and TrainingConfig keyword arguments."""
-    model_keys = {f.name for f in fields(ModelConfig)}
-    training_keys = {f.name for f in fields(TrainingConfig)}
     return (
-        {k: v for k, v in options.items() if k in model_keys},
-        {k: v for k, v in options.items() if k in training_keys},
+        {k: v for k, v in options.items() if k in MODEL_OPTIONS},
+        {k: v for k, v in options.items() if k in TRAINING_OPTIONS},
     )
+
+
+# ------------------------------------------------------------------------------------------------
+# The options of each command that are not the model's
+# ------------------------------------------------------------------------------------------------
+
+
+def _model_dir(help: str = "The trained model directory.") -> Any:
+    return option(DEFAULT_MODEL_DIR, help)
+
+
+def _checkpoint() -> Any:
+    return option("best", "Which weights: best, last or epoch-N.")
+
+
+def _beam_size() -> Any:
+    return option(5, "Beam width; 1 is greedy search.", minimum=1)
+
+
+def _as_json() -> Any:
+    return option(False, "Print the results as JSON.", flag="--json")
+
+
+@dataclass
+class PrepareOptions:
+    source: str | None = option(
+        None,
+        "Folder or base URL holding {train,dev,test}.{SRC,TGT}.",
+        default_text="download small_parallel_enja",
+    )
+    data_dir: Path = option(DEFAULT_DATA_DIR, "Where the prepared data goes.")
+    src_lang: str = option("en", "Source language: the source files' suffix.")
+    tgt_lang: str = option("ja", "Target language: the target files' suffix.")
+    vocab_size: int = option(8000, "Upper bound of each language's SentencePiece vocabulary.", minimum=1)
+    max_length: int = option(80, "Drop training pairs with more pieces than this on either side.", minimum=1)
+    max_pairs: int | None = option(None, "Keep only the first N training pairs.", minimum=1, default_text="all")
+    src_style: str | None = option(
+        None,
+        "How the source text is written: raw, en-words, en-words-lower or ja-words.",
+        default_text="a known corpus' own, else raw",
+    )
+    tgt_style: str | None = option(
+        None, "How the target text is written (as --src-style).", default_text="as --src-style"
+    )
+    force: bool = option(False, "Rebuild even when the data directory is up to date.", flag="--force")
+
+
+@dataclass
+class TrainOptions:
+    """What `nmt train` takes besides the model and training options."""
+
+    data_dir: Path | None = option(
+        None, "Prepared data.", default_text=f"{DEFAULT_DATA_DIR}, or the model's own when resuming"
+    )
+    model_dir: Path = _model_dir("Where checkpoints, config and history go.")
+    config: Path | None = option(None, "TOML or YAML file of options; flags override it.")
+    restart: bool = option(False, "Discard the model directory's checkpoints and start over.", flag="--restart")
+
+
+@dataclass
+class TranslateOptions:
+    model_dir: Path = _model_dir()
+    checkpoint: str = _checkpoint()
+    input: Path | None = option(None, "Translate this file, one sentence per line.", default_text="arguments or stdin")
+    output: Path | None = option(None, "Write translations here.", default_text="stdout")
+    beam_size: int = _beam_size()
+    n_best: int = option(1, "Print the N best distinct translations of each input, with scores.", minimum=1)
+    normalize: bool = option(True, "Bring raw input to the training corpus' form.", flag="--normalize/--no-normalize")
+    tokenized: bool = option(False, "Keep the corpus' word spacing in the output.", flag="--tokenized")
+    as_json: bool = option(False, "One JSON object per line: source, translation, score.", flag="--json")
+
+    def validate(self) -> None:
+        check(self)
+        if self.n_best > self.beam_size:
+            raise UserError(f"--n-best {self.n_best} needs --beam-size {self.n_best} or more")
+
+
+@dataclass
+class EvaluateOptions:
+    model_dir: Path = _model_dir()
+    data_dir: Path | None = option(None, "Prepared data.", default_text="the one the model was trained on")
+    split: str | None = option(
+        None, "test or dev.", choices=("test", "dev"), default_text="test when prepared, else dev"
+    )
+    checkpoint: str = _checkpoint()
+    all_checkpoints: bool = option(False, "Score every saved checkpoint and mark the best.", flag="--all-checkpoints")
+    beam_size: int = _beam_size()
+    output: Path | None = option(None, "Hypotheses file.", default_text="MODEL_DIR/eval/SPLIT-CHECKPOINT-beamK.txt")
+    hypotheses: Path | None = option(None, "Score this hypothesis file instead of translating (needs --references).")
+    references: Path | None = option(None, "Reference file for --hypotheses.")
+    tokenize: str = option("13a", "sacreBLEU tokenizer for --hypotheses/--references scoring.")
+    as_json: bool = _as_json()
+
+    def validate(self) -> None:
+        check(self)
+        if (self.hypotheses is None) != (self.references is None):
+            raise UserError("--hypotheses and --references go together")
+        if self.all_checkpoints and self.output is not None:
+            raise UserError(
+                "--output names one hypotheses file; --all-checkpoints writes one per checkpoint into MODEL_DIR/eval"
+            )
+
+
+@dataclass
+class SummaryOptions:
+    """What `nmt summary` takes besides the model options of an untrained model."""
+
+    model_dir: Path | None = option(
+        None, "A trained model directory.", default_text=f"{DEFAULT_MODEL_DIR}, unless model options are given"
+    )
+    data_dir: Path | None = option(None, "Prepared data, for the vocabulary sizes of an untrained model.")
+    source_vocab_size: int | None = option(
+        None, "Source vocabulary size of an untrained model (instead of --data-dir).", minimum=1
+    )
+    target_vocab_size: int | None = option(
+        None, "Target vocabulary size of an untrained model (instead of --data-dir).", minimum=1
+    )
+    plot: Path | None = option(None, "Draw the graphs to FILE.svg or FILE.png (needs pydot and graphviz).")
+    as_json: bool = _as_json()

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 from rich.console import Console
 from rich.progress import (
@@ -38,40 +38,66 @@ class _RichTask:
 
 
 def _format_fields(fields: dict[str, object]) -> str:
-    return "  ".join(f"{key} {value:.4g}" if isinstance(value, float) else f"{key} {value}" for key, value in fields.items())
+    return "  ".join(
+        f"{key} {value:.4g}" if isinstance(value, float) else f"{key} {value}" for key, value in fields.items()
+    )
 
 
 class RichReporter(Reporter):
-    """Progress bars on stderr, so stdout stays clean for results and pipes."""
+    """Progress bars on stderr, so stdout stays clean for results and pipes.
+
+    Tasks may nest (a whole training run, and its current epoch): they share one live display,
+    which rich requires, and each task's bar leaves when its task ends.
+    """
 
     def __init__(self, console: Console = stderr):
         self.console = console
         self._epoch_header_shown = False
+        self._progress: Progress | None = None
+        self._open_tasks = 0
+
+    def _columns(self, unit: str) -> list:
+        if unit == "bytes":
+            return [
+                TextColumn("{task.description}"),
+                BarColumn(),
+                DownloadColumn(),
+                TransferSpeedColumn(),
+                TimeRemainingColumn(),
+            ]
+        # Narrow enough that description, counts, times and metrics fit in 80 columns.
+        return [
+            TextColumn("{task.description}"),
+            BarColumn(bar_width=12),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("eta"),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[fields]}"),
+        ]
 
     @contextmanager
     def task(self, description: str, total: float | None = None, unit: str = "") -> Iterator[_RichTask]:
-        if unit == "bytes":
-            columns = [TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn()]
-        else:
-            # Narrow enough that description, counts, times and metrics fit in 80 columns.
-            columns = [
-                TextColumn("{task.description}"),
-                BarColumn(bar_width=12),
-                MofNCompleteColumn(),
-                TimeElapsedColumn(),
-                TextColumn("eta"),
-                TimeRemainingColumn(),
-                TextColumn("{task.fields[fields]}"),
-            ]
-        # Off when stderr is not a terminal: a log file gets the notes and results, not redraws.
-        with Progress(*columns, console=self.console, transient=True, disable=not self.console.is_terminal) as progress:
-            yield _RichTask(progress, progress.add_task(description, total=total, fields=""))
+        if self._progress is None:
+            # Off when stderr is not a terminal: a log file gets the notes and results, not redraws.
+            self._progress = Progress(
+                *self._columns(unit), console=self.console, transient=True, disable=not self.console.is_terminal
+            )
+            self._progress.start()
+        progress = self._progress
+        self._open_tasks += 1
+        task_id = progress.add_task(description, total=total, fields="")
+        try:
+            yield _RichTask(progress, task_id)
+        finally:
+            progress.remove_task(task_id)
+            self._open_tasks -= 1
+            if not self._open_tasks:
+                progress.stop()
+                self._progress = None
 
     def note(self, message: str) -> None:
-        self.console.print(f"[cyan]note:[/] {message}")
-
-    def warn(self, message: str) -> None:
-        self.console.print(f"[yellow]warning:[/] {message}")
+        self.console.print(f"note: {message}", markup=False, highlight=False)
 
     def epoch_end(self, epoch: int, metrics: dict[str, float]) -> None:
         if not self._epoch_header_shown:
@@ -99,8 +125,8 @@ def _lengths_cell(stats: dict) -> str:
     return f"{stats['mean']:.1f} / {stats['p95']:.0f} / {stats['max']}"
 
 
-def prepare_summary(manifest: dict, rebuilt: bool, data_dir: str) -> Table:
-    langs = manifest["languages"]["source"], manifest["languages"]["target"]
+def prepare_summary(manifest, rebuilt: bool, data_dir: str) -> Table:
+    langs = manifest.source_lang, manifest.target_lang
     title = f"{data_dir}: " + ("prepared" if rebuilt else "already up to date (use --force to rebuild)")
     table = Table(title=title)
     table.add_column("split")
@@ -108,22 +134,27 @@ def prepare_summary(manifest: dict, rebuilt: bool, data_dir: str) -> Table:
     table.add_column("dropped", justify="right")
     for lang in langs:
         table.add_column(f"{lang} pieces mean / p95 / max", justify="right")
-    for split, info in manifest["splits"].items():
+    for split, info in manifest.splits.items():
         dropped = info.get("dropped")
-        dropped_text = ", ".join(f"{count} {reason.replace('_', ' ')}" for reason, count in dropped.items()) if dropped else "-"
+        dropped_text = (
+            ", ".join(f"{count} {reason.replace('_', ' ')}" for reason, count in dropped.items()) if dropped else "-"
+        )
         if info.get("held_out_from_train"):
             dropped_text = "held out from train"
-        lengths = manifest["token_lengths"][split]
+        lengths = manifest.token_lengths[split]
         table.add_row(
             split,
             str(info["pairs"]),
             dropped_text,
             *(_lengths_cell(lengths[lang]) for lang in langs),
         )
-    vocab = manifest["vocabulary"]
-    table.caption = "vocabulary: " + ", ".join(
-        f"{lang} {vocab[lang]['actual']} (asked {vocab[lang]['requested']})" for lang in langs
-    ) + "; special ids: " + ", ".join(f"{k}={v}" for k, v in manifest["special_ids"].items())
+    vocab = manifest.vocabulary
+    table.caption = (
+        "vocabulary: "
+        + ", ".join(f"{lang} {vocab[lang]['actual']} (asked {vocab[lang]['requested']})" for lang in langs)
+        + "; special ids: "
+        + ", ".join(f"{k}={v}" for k, v in manifest.special_ids.items())
+    )
     return table
 
 
@@ -144,7 +175,11 @@ def translation_lines(result, n_best: int, as_json: bool) -> str:
         candidates = result.candidates[:n_best] or [None]
         return "".join(
             json.dumps(
-                {"source": result.source, "translation": c.text if c else "", "score": round(c.score, 4) if c else None},
+                {
+                    "source": result.source,
+                    "translation": c.text if c else "",
+                    "score": round(c.score, 4) if c else None,
+                },
                 ensure_ascii=False,
             )
             + "\n"
@@ -152,9 +187,10 @@ def translation_lines(result, n_best: int, as_json: bool) -> str:
         )
     if n_best == 1:
         return result.text + "\n"
-    if not result.candidates:
-        return "".join(f"{rank}\t\t\n" for rank in range(1, n_best + 1))
-    return "".join(f"{rank}\t{c.score:.4f}\t{c.text}\n" for rank, c in enumerate(result.candidates, 1))
+    # Always N rows, so that a reader can count them; a row with no score fills in for a
+    # translation the search did not find (an empty input, or fewer distinct texts than N).
+    rows = [f"{rank}\t{c.score:.4f}\t{c.text}\n" for rank, c in enumerate(result.candidates, 1)]
+    return "".join(rows + [f"{rank}\t\t\n" for rank in range(len(rows) + 1, n_best + 1)])
 
 
 def scores_text(scores) -> str:
@@ -174,15 +210,24 @@ def evaluation_text(evaluation) -> str:
     )
 
 
-def checkpoint_table(evaluations) -> Table:
-    best = max(evaluations, key=lambda e: e.scores.bleu)
+def checkpoint_table(evaluations, best_epoch: int | None) -> Table:
+    """Scores per checkpoint. Two different "bests": the highest BLEU in this table (*), and the
+    epoch `best.keras` holds, which training chose by validation loss."""
+    top = max(evaluations, key=lambda e: e.scores.bleu)
     table = Table(title=f"{evaluations[0].split} split, beam {evaluations[0].beam_size}")
-    for column in ("checkpoint", "BLEU", "chrF", "sentences/s"):
+    for column in ("checkpoint", "BLEU", "chrF", "sentences/s", "best.keras"):
         table.add_column(column, justify="right")
     for e in evaluations:
-        mark = " *" if e is best else ""
-        table.add_row(e.checkpoint + mark, f"{e.scores.bleu:.2f}", f"{e.scores.chrf:.2f}", f"{e.sentences_per_second:.1f}")
-    table.caption = "* best BLEU"
+        holds_best = "= best" if best_epoch is not None and e.checkpoint == f"epoch-{best_epoch}" else ""
+        mark = " *" if e is top else ""
+        table.add_row(
+            e.checkpoint + mark,
+            f"{e.scores.bleu:.2f}",
+            f"{e.scores.chrf:.2f}",
+            f"{e.sentences_per_second:.1f}",
+            holds_best,
+        )
+    table.caption = "* highest BLEU here; best.keras (--checkpoint best) is the epoch with the lowest validation loss"
     return table
 
 
@@ -193,13 +238,27 @@ def _shape_text(shape) -> str:
 
 
 def print_summary(view: dict, console: Console = stdout) -> None:
-    for key, title in (("training", "training model"), ("encoder", "encoder inference model"), ("decoder", "decoder inference model (one step)")):
+    for key, title in (
+        ("training", "training model"),
+        ("encoder", "encoder inference model"),
+        ("decoder", "decoder inference model (one step)"),
+    ):
         model = view["models"][key]
         table = Table(title=f"{title}: {model['name']}", title_justify="left")
-        for column, justify in (("layer (type)", "left"), ("output shape", "left"), ("params", "right"), ("connected to", "left")):
+        for column, justify in (
+            ("layer (type)", "left"),
+            ("output shape", "left"),
+            ("params", "right"),
+            ("connected to", "left"),
+        ):
             table.add_column(column, justify=justify)
         for row in model["layers"]:
-            table.add_row(f"{row['name']} ({row['type']})", _shape_text(row["output_shape"]), f"{row['params']:,}", ", ".join(row["connected_to"]) or "-")
+            table.add_row(
+                f"{row['name']} ({row['type']})",
+                _shape_text(row["output_shape"]),
+                f"{row['params']:,}",
+                ", ".join(row["connected_to"]) or "-",
+            )
         table.caption = (
             f"total {model['total_params']:,} parameters: {model['trainable_params']:,} trainable, "
             f"{model['non_trainable_params']:,} non-trainable"
@@ -209,11 +268,17 @@ def print_summary(view: dict, console: Console = stdout) -> None:
     if data:
         langs = data["languages"]
         console.print(
-            f"vocabulary: {langs['source']} {data['vocabulary']['source']}, {langs['target']} {data['vocabulary']['target']}; "
+            f"vocabulary: {langs['source']} {data['vocabulary']['source']}, "
+            f"{langs['target']} {data['vocabulary']['target']}; "
             "special ids: " + ", ".join(f"{k}={v}" for k, v in data["special_ids"].items())
         )
         splits = Table(title="data", title_justify="left")
-        for column in ("split", "pairs", f"{langs['source']} pieces mean / p95 / max", f"{langs['target']} pieces mean / p95 / max"):
+        for column in (
+            "split",
+            "pairs",
+            f"{langs['source']} pieces mean / p95 / max",
+            f"{langs['target']} pieces mean / p95 / max",
+        ):
             splits.add_column(column, justify="right")
         for split, info in data["splits"].items():
             lengths = data["token_lengths"][split]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import tomllib
 import urllib.error
 import urllib.request
@@ -11,6 +10,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from nmt_cli import files
 from nmt_cli.errors import UserError
 from nmt_cli.progress import Reporter
 
@@ -21,7 +21,6 @@ DEFAULT_CORPUS = "small_parallel_enja"
 @dataclass(frozen=True)
 class KnownCorpus:
     name: str
-    description: str
     base_url: str
     languages: tuple[str, ...]
     styles: dict[str, str]
@@ -33,7 +32,6 @@ def catalogue() -> dict[str, KnownCorpus]:
     return {
         name: KnownCorpus(
             name=name,
-            description=entry["description"],
             base_url=entry["base_url"],
             languages=tuple(entry["languages"]),
             styles=dict(entry["styles"]),
@@ -82,34 +80,26 @@ def download(
 
 
 def _download_one(url: str, path: Path, reporter: Reporter, expected: str | None, optional: bool) -> bool:
-    partial = path.with_name(path.name + ".part")
     digest = hashlib.sha256()
     try:
-        with urllib.request.urlopen(url, timeout=60) as response, open(partial, "wb") as out:
+        with urllib.request.urlopen(url, timeout=60) as response, files.atomic_writer(path, "wb") as out:
             size = response.headers.get("Content-Length")
             with reporter.task(f"download {path.name}", total=float(size) if size else None, unit="bytes") as task:
                 for block in iter(lambda: response.read(1 << 16), b""):
                     out.write(block)
                     digest.update(block)
                     task.advance(len(block))
+            if expected is not None and digest.hexdigest() != expected:
+                raise UserError(
+                    f"{url} has SHA-256 {digest.hexdigest()}, expected {expected}: the file is corrupt or changed"
+                )
     except urllib.error.HTTPError as error:
-        partial.unlink(missing_ok=True)
         if optional and error.code == 404:
             return False
         raise UserError(f"download of {url} failed: HTTP {error.code} {error.reason}") from None
     except (urllib.error.URLError, OSError) as error:
-        partial.unlink(missing_ok=True)
         reason = getattr(error, "reason", error)
         raise UserError(f"download of {url} failed: {reason}; check the address and your network") from None
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
-    if expected is not None and digest.hexdigest() != expected:
-        partial.unlink(missing_ok=True)
-        raise UserError(
-            f"{url} has SHA-256 {digest.hexdigest()}, expected {expected}: the file is corrupt or changed"
-        )
-    os.replace(partial, path)
     return True
 
 

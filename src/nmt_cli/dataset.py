@@ -22,7 +22,9 @@ def _padded_length(length: int) -> int:
     return max(PAD_MULTIPLE, -(-length // PAD_MULTIPLE) * PAD_MULTIPLE)
 
 
-def teacher_forcing_arrays(source: list[np.ndarray], target: list[np.ndarray]) -> tuple[tuple[np.ndarray, np.ndarray], np.ndarray]:
+def teacher_forcing_arrays(
+    source: list[np.ndarray], target: list[np.ndarray]
+) -> tuple[tuple[np.ndarray, np.ndarray], np.ndarray]:
     """((source ids, decoder input `<bos> y`), decoder target `y <eos>`), padded with 0."""
     source_len = _padded_length(max(len(s) for s in source))
     target_len = _padded_length(max(len(t) for t in target) + 1)
@@ -39,12 +41,28 @@ def teacher_forcing_arrays(source: list[np.ndarray], target: list[np.ndarray]) -
 
 
 class ParallelBatches:
-    """A split's sentence pairs, planned into length-bucketed batches epoch by epoch."""
+    """A split's sentence pairs, planned into length-bucketed batches epoch by epoch.
 
-    def __init__(self, source: list[np.ndarray], target: list[np.ndarray], batch_size: int, seed: int, shuffle: bool):
+    A batch holds `batch_size` pairs, or, with `batch_tokens`, as many pairs as fit in that many
+    padded positions (pairs x the longest side, padded as `teacher_forcing_arrays` pads): large
+    batches of short sentences and small batches of long ones, the same work in each.
+    """
+
+    def __init__(
+        self,
+        source: list[np.ndarray],
+        target: list[np.ndarray],
+        batch_size: int,
+        seed: int,
+        shuffle: bool,
+        batch_tokens: int = 0,
+    ):
         self.source, self.target = source, target
-        self.batch_size, self.seed, self.shuffle = batch_size, seed, shuffle
+        self.batch_size, self.seed, self.shuffle, self.batch_tokens = batch_size, seed, shuffle, batch_tokens
         self._lengths = np.array([max(len(s), len(t)) for s, t in zip(source, target)])
+        # What a pair costs in a batch: its longer side as `teacher_forcing_arrays` pads it.
+        longest = np.array([max(len(s), len(t) + 1) for s, t in zip(source, target)])
+        self._padded = np.maximum(PAD_MULTIPLE, -(-longest // PAD_MULTIPLE) * PAD_MULTIPLE)
 
     @property
     def target_tokens(self) -> int:
@@ -53,22 +71,34 @@ class ParallelBatches:
 
     @functools.cached_property
     def batches_per_epoch(self) -> int:
-        """The same for every epoch: pools have fixed sizes, only their contents are shuffled."""
+        """The number of batches of the first epoch; later ones differ only with `batch_tokens`."""
         return len(self.plan(0))
+
+    def _group(self, order: np.ndarray) -> list[np.ndarray]:
+        """Consecutive runs of `order` (sorted by length) as batches."""
+        if not self.batch_tokens:
+            return [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        batches, start, longest = [], 0, 0
+        for end, index in enumerate(order):
+            longest = max(longest, self._padded[index])
+            if end > start and (end - start + 1) * longest > self.batch_tokens:
+                batches.append(order[start:end])
+                start, longest = end, self._padded[index]
+        batches.append(order[start:])
+        return batches
 
     def plan(self, epoch: int) -> list[np.ndarray]:
         """The batches (arrays of pair indices) of one epoch: the same epoch always gives the same plan."""
         if not self.shuffle:
-            order = np.argsort(self._lengths, kind="stable")
-            return [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+            return self._group(np.argsort(self._lengths, kind="stable"))
         rng = np.random.default_rng([self.seed, epoch])
         order = rng.permutation(len(self._lengths))
-        pool = self.batch_size * POOL_BATCHES
+        per_batch = self.batch_size if not self.batch_tokens else max(1, self.batch_tokens // int(self._padded.mean()))
+        pool = per_batch * POOL_BATCHES
         batches = []
         for start in range(0, len(order), pool):
             chunk = order[start : start + pool]
-            chunk = chunk[np.argsort(self._lengths[chunk], kind="stable")]
-            batches += [chunk[i : i + self.batch_size] for i in range(0, len(chunk), self.batch_size)]
+            batches += self._group(chunk[np.argsort(self._lengths[chunk], kind="stable")])
         return [batches[i] for i in rng.permutation(len(batches))]
 
     def dataset(self, first_epoch: int = 0) -> tf.data.Dataset:
@@ -81,5 +111,7 @@ class ParallelBatches:
 
         ids = tf.TensorSpec(shape=(None, None), dtype=tf.int32)
         dataset = tf.data.Dataset.from_generator(generate, output_signature=((ids, ids), ids))
-        # Telling tf.data the epoch length lets Keras know it too.
-        return dataset.apply(tf.data.experimental.assert_cardinality(self.batches_per_epoch)).prefetch(4)
+        if not self.batch_tokens:
+            # Telling tf.data the epoch length lets Keras know it too (with a token budget it varies).
+            dataset = dataset.apply(tf.data.experimental.assert_cardinality(self.batches_per_epoch))
+        return dataset.prefetch(4)

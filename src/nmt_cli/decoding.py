@@ -1,21 +1,31 @@
-"""Greedy and beam search over the encoder and decoder inference models.
+"""Greedy and beam search over any encoder and decoder that keep the step contract.
 
-The source is encoded once; then the decoder model is fed one token and its states at a time,
-as in the original tutorial, but the whole loop runs inside one compiled `tf.function`
-(a `tf.while_loop`), batched across sentences, never one `predict` call per step.
+The contract (models/base.py): the encoder turns source ids into a state, a dict of tensors;
+the decoder takes the previous token, the step index and the state, and returns log-probs and
+the new values of the state's *cache*; the rest of the state is *memory* and never changes.
+Search knows nothing else of the architecture: beam search repeats the state for every beam
+and reorders the cache by beam parent with one `tf.nest.map_structure`.
+
+The source is encoded once; then the decoder model is fed one token at a time, as in the
+original tutorial, but the whole loop runs inside one compiled `tf.function` (a
+`tf.while_loop`), batched across sentences, never one `predict` call per step.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from nmt_cli.models.base import LOG_PROBS, PREVIOUS_TOKEN, STEP
 from nmt_cli.tokenizer import BOS_ID, EOS_ID, PAD_ID
 
 NEG_INF = -1e9
+BATCH_SENTENCES = 64
+EAGER_MAX_SENTENCES = 4  # this few run eagerly: tracing the compiled loop costs more than it saves
 
 
 @dataclass
@@ -24,11 +34,20 @@ class Hypothesis:
     score: float  # total log-probability divided by length**alpha (length counts <eos>)
 
 
-EAGER_MAX_SENTENCES = 4  # this few run eagerly: tracing the compiled loop costs more than it saves
+@dataclass(frozen=True)
+class LengthRule:
+    """At most `ratio * source length + extra` target steps; `<eos>` is forced at the last one."""
+
+    ratio: float = 2.0
+    extra: int = 10
+
+    def limits(self, source):
+        source_lengths = tf.reduce_sum(tf.cast(tf.not_equal(source, PAD_ID), tf.float32), axis=1)
+        return tf.cast(source_lengths * self.ratio, tf.int32) + self.extra
 
 
 class Searcher:
-    """Decodes batches of source id arrays (padded with 0) with one model pair.
+    """Decodes batches of source id arrays (padded with 0) with one encoder/decoder pair.
 
     The loops are `tf.while_loop`s, which run as compiled graphs inside `tf.function` and as
     plain Python loops eagerly: the same code serves both.
@@ -38,15 +57,13 @@ class Searcher:
         self,
         encoder: keras.Model,
         decoder: keras.Model,
-        layers: int,
-        max_length_ratio: float = 2.0,
-        max_length_extra: int = 10,
+        length_rule: LengthRule = LengthRule(),
         length_alpha: float = 1.0,
     ):
         self.encoder, self.decoder = encoder, decoder
-        self.state_count = 2 * layers
-        self.max_length_ratio, self.max_length_extra = max_length_ratio, max_length_extra
-        self.length_alpha = length_alpha
+        self.cache_names = tuple(name for name in decoder.output if name != LOG_PROBS)
+        self.length_rule, self.length_alpha = length_rule, length_alpha
+        self.vocab = decoder.output[LOG_PROBS].shape[-1]
         signature = [tf.TensorSpec((None, None), tf.int32)]
         self._greedy = tf.function(self._greedy_graph, input_signature=signature)
         self._beams: dict[int, tf.types.experimental.GenericFunction] = {}
@@ -58,7 +75,35 @@ class Searcher:
             ids, scores = ids[:, None, :], scores[:, None]
         else:
             ids, scores = self.beam_search(source, beam_size)
-        return [[Hypothesis(_until_eos(row), float(score)) for row, score in zip(ids[b], scores[b])][:n_best] for b in range(len(ids))]
+        return [
+            [Hypothesis(until_eos(row), float(score)) for row, score in zip(ids[b], scores[b])][:n_best]
+            for b in range(len(ids))
+        ]
+
+    def search_all(
+        self,
+        sources: list[list[int]],
+        beam_size: int,
+        n_best: int = 1,
+        on_progress: Callable[[int], None] | None = None,
+    ) -> list[list[tuple[list[int], float]]]:
+        """Id sequences in, n-best (ids, score) lists out, in order; empty sequences get none.
+
+        Sentences of similar length go in a batch together; `on_progress(sentences)` is called
+        after each batch with the number it translated.
+        """
+        results: list[list[tuple[list[int], float]]] = [[] for _ in sources]
+        order = sorted((i for i, ids in enumerate(sources) if len(ids)), key=lambda i: len(sources[i]))
+        for start in range(0, len(order), BATCH_SENTENCES):
+            rows = order[start : start + BATCH_SENTENCES]
+            batch = np.full((len(rows), max(len(sources[i]) for i in rows)), PAD_ID, np.int32)
+            for r, i in enumerate(rows):
+                batch[r, : len(sources[i])] = sources[i]
+            for i, hypotheses in zip(rows, self.search(batch, beam_size=beam_size, n_best=n_best)):
+                results[i] = [(h.ids, h.score) for h in hypotheses]
+            if on_progress is not None:
+                on_progress(len(rows))
+        return results
 
     def greedy_search(self, source: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(ids (batch, steps), normalised scores (batch,)) of the greedy translation of each row."""
@@ -79,32 +124,35 @@ class Searcher:
             ids, scores = self._beams[beam_size](source)
         return ids.numpy(), scores.numpy()
 
-    def _split_encoder_outputs(self, source):
-        outputs = self.encoder(source, training=False)
-        outputs = list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
-        return outputs[: len(outputs) - self.state_count], outputs[len(outputs) - self.state_count :]
+    def _encode(self, source) -> tuple[dict, dict]:
+        """(memory, cache) of a source batch."""
+        state = dict(self.encoder(source, training=False))
+        cache = {name: state.pop(name) for name in self.cache_names}
+        return state, cache
 
-    def _max_steps(self, source):
-        source_lengths = tf.reduce_sum(tf.cast(tf.not_equal(source, PAD_ID), tf.float32), axis=1)
-        limits = tf.cast(source_lengths * self.max_length_ratio, tf.int32) + self.max_length_extra
-        return limits, tf.reduce_max(limits)
+    def _step(self, tokens, t, memory: dict, cache: dict) -> tuple[tf.Tensor, dict]:
+        steps = tf.fill(tf.stack([tf.shape(tokens)[0], 1]), t)
+        outputs = dict(self.decoder({PREVIOUS_TOKEN: tokens[:, None], STEP: steps, **memory, **cache}, training=False))
+        return outputs.pop(LOG_PROBS), outputs
 
-    def _step(self, tokens, memory, states):
-        outputs = self.decoder([tokens[:, None], *memory, *states], training=False)
-        return outputs[0][:, 0, :], list(outputs[1:])
+    @staticmethod
+    def _loose(cache: dict) -> dict:
+        """Shape invariants for the loop: only a cache tensor's feature axis stays fixed."""
+        return tf.nest.map_structure(lambda c: tf.TensorShape([None] * (c.shape.rank - 1) + [c.shape[-1]]), cache)
 
     def _greedy_graph(self, source):
-        memory, states = self._split_encoder_outputs(source)
+        memory, cache = self._encode(source)
         batch = tf.shape(source)[0]
-        limits, max_steps = self._max_steps(source)
+        limits = self.length_rule.limits(source)
+        max_steps = tf.reduce_max(limits)
         tokens = tf.fill([batch], BOS_ID)
         output = tf.TensorArray(tf.int32, size=max_steps)
         finished = tf.zeros([batch], tf.bool)
         total = tf.zeros([batch])
         lengths = tf.zeros([batch])
 
-        def body(t, tokens, states, finished, total, lengths, output):
-            log_probs, states = self._step(tokens, memory, states)
+        def body(t, tokens, cache, finished, total, lengths, output):
+            log_probs, cache = self._step(tokens, t, memory, cache)
             best = tf.cast(tf.argmax(log_probs, axis=-1), tf.int32)
             best = tf.where(finished, PAD_ID, tf.where(t + 1 >= limits, EOS_ID, best))
             gained = tf.gather(log_probs, best, batch_dims=1)
@@ -114,13 +162,24 @@ class Searcher:
             # A finished row is fed <eos>, not padding: an all-padding step is a fully masked
             # sequence, which cuDNN's LSTM refuses on GPU.
             next_tokens = tf.where(finished, EOS_ID, best)
-            return t + 1, next_tokens, states, finished | tf.equal(best, EOS_ID), total, lengths, output
+            return t + 1, next_tokens, cache, finished | tf.equal(best, EOS_ID), total, lengths, output
 
-        def more(t, tokens, states, finished, *_):
+        def more(t, tokens, cache, finished, *_):
             return tf.logical_and(t < max_steps, tf.logical_not(tf.reduce_all(finished)))
 
         _, _, _, _, total, lengths, output = tf.while_loop(
-            more, body, [tf.constant(0), tokens, states, finished, total, lengths, output]
+            more,
+            body,
+            [tf.constant(0), tokens, cache, finished, total, lengths, output],
+            shape_invariants=[
+                tf.TensorShape([]),
+                tf.TensorShape([None]),
+                self._loose(cache),
+                tf.TensorShape([None]),
+                tf.TensorShape([None]),
+                tf.TensorShape([None]),
+                tf.TensorShape(None),
+            ],
         )
         return tf.transpose(output.stack()), total / tf.pow(tf.maximum(lengths, 1.0), self.length_alpha)
 
@@ -129,13 +188,13 @@ class Searcher:
         ones, and a sentence is done once K have finished; the pool is ranked by score over
         length**alpha. With K = 1 this is exactly greedy search.
         """
-        memory, states = self._split_encoder_outputs(source)
+        memory, cache = self._encode(source)
         batch = tf.shape(source)[0]
-        limits, max_steps = self._max_steps(source)
-        memory = [tf.repeat(m, beam_size, axis=0) for m in memory]
-        states = [tf.repeat(s, beam_size, axis=0) for s in states]
+        limits = self.length_rule.limits(source)
+        max_steps = tf.reduce_max(limits)
+        memory, cache = tf.nest.map_structure(lambda s: tf.repeat(s, beam_size, axis=0), (memory, cache))
         limits = tf.reshape(tf.repeat(limits, beam_size), [batch, beam_size, 1])
-        vocab = self.decoder.outputs[0].shape[-1]
+        vocab = self.vocab
         eos_only = tf.one_hot(EOS_ID, vocab, on_value=0.0, off_value=NEG_INF)
         in_beam = tf.range(2 * beam_size) < beam_size
 
@@ -147,8 +206,8 @@ class Searcher:
         done_sequences = tf.zeros([batch, beam_size, 0], tf.int32)
         done_count = tf.zeros([batch], tf.int32)
 
-        def body(t, tokens, states, live_scores, live_sequences, done_scores, done_sequences, done_count):
-            log_probs, states = self._step(tokens, memory, states)
+        def body(t, tokens, cache, live_scores, live_sequences, done_scores, done_sequences, done_count):
+            log_probs, cache = self._step(tokens, t, memory, cache)
             log_probs = tf.reshape(log_probs, [batch, beam_size, vocab])
             log_probs = tf.where(t + 1 >= limits, log_probs + eos_only, log_probs)
             candidates = tf.reshape(live_scores[:, :, None] + log_probs, [batch, beam_size * vocab])
@@ -172,21 +231,21 @@ class Searcher:
             live_sequences = tf.gather(extended, keep, batch_dims=1)
             live_parent = tf.gather(parent, keep, batch_dims=1)
             flat_parent = tf.reshape(live_parent + tf.range(batch)[:, None] * beam_size, [-1])
-            states = [tf.gather(s, flat_parent) for s in states]
+            cache = tf.nest.map_structure(lambda c: tf.gather(c, flat_parent), cache)
             tokens = tf.reshape(tf.gather(token, keep, batch_dims=1), [-1])
-            return t + 1, tokens, states, live_scores, live_sequences, done_scores, done_sequences, done_count
+            return t + 1, tokens, cache, live_scores, live_sequences, done_scores, done_sequences, done_count
 
-        def more(t, tokens, states, live_scores, live_sequences, done_scores, done_sequences, done_count):
+        def more(t, tokens, cache, live_scores, live_sequences, done_scores, done_sequences, done_count):
             return tf.logical_and(t < max_steps, tf.logical_not(tf.reduce_all(done_count >= beam_size)))
 
         loop = tf.while_loop(
             more,
             body,
-            [tf.constant(0), tokens, states, live_scores, live_sequences, done_scores, done_sequences, done_count],
+            [tf.constant(0), tokens, cache, live_scores, live_sequences, done_scores, done_sequences, done_count],
             shape_invariants=[
                 tf.TensorShape([]),
                 tf.TensorShape([None]),
-                [s.shape for s in states],
+                self._loose(cache),
                 tf.TensorShape([None, beam_size]),
                 tf.TensorShape([None, beam_size, None]),
                 tf.TensorShape([None, beam_size]),
@@ -198,7 +257,7 @@ class Searcher:
         return done_sequences, done_scores
 
 
-def _until_eos(ids: np.ndarray) -> list[int]:
+def until_eos(ids: np.ndarray) -> list[int]:
     out = []
     for token in ids.tolist():
         if token in (EOS_ID, PAD_ID):

@@ -10,11 +10,12 @@ from typing import TYPE_CHECKING
 
 from sacrebleu.metrics import BLEU, CHRF
 
+from nmt_cli import files
 from nmt_cli.corpus import read_lines
+from nmt_cli.datadir import DataDir
 from nmt_cli.errors import UserError
-from nmt_cli.prepare import load_encoded, load_manifest, tokenizer_file
-from nmt_cli.tokenizer import style
-from nmt_cli.workspace import write_text_atomic
+from nmt_cli.progress import Reporter
+from nmt_cli.tokenizer import output_text, style
 
 if TYPE_CHECKING:  # scoring files alone must not pull in TensorFlow
     from nmt_cli.translation import Translator
@@ -82,43 +83,47 @@ def scores_file(hypotheses_file: Path) -> Path:
     return hypotheses_file.with_name(hypotheses_file.stem + ".scores.json")
 
 
-def default_split(data_dir: Path) -> str:
-    return "test" if (Path(data_dir) / "test.npz").exists() else "dev"
+def default_split(data: DataDir) -> str:
+    return "test" if data.has_split("test") else "dev"
 
 
-def check_tokenizers_match(translator: Translator, data_dir: Path) -> None:
+def check_tokenizers_match(translator: Translator, data: DataDir) -> None:
     for lang in (translator.source_lang, translator.target_lang):
-        theirs = Path(data_dir) / tokenizer_file(lang)
+        theirs = data.tokenizer(lang)
         if not theirs.exists() or theirs.read_bytes() != translator.workspace.tokenizer(lang).read_bytes():
-            raise UserError(f"the tokenizers of {data_dir} are not the ones {translator.workspace.root} was trained with")
+            raise UserError(
+                f"the tokenizers of {data.root} are not the ones {translator.workspace.root} was trained with"
+            )
 
 
 def evaluate(
     translator: Translator,
-    data_dir: Path,
+    data: DataDir,
     split: str,
     beam_size: int,
     output: Path | None = None,
+    reporter: Reporter | None = None,
 ) -> Evaluation:
     """Translate a prepared split (its encoded source, exactly as training saw it) and score it."""
-    data_dir = Path(data_dir)
-    load_manifest(data_dir)  # a clear error when this is not a prepared data directory
-    check_tokenizers_match(translator, data_dir)
-    if not (data_dir / f"{split}.npz").exists():
-        raise UserError(f"{data_dir} has no {split} split; choose --split dev or prepare one")
-    sources, _ = load_encoded(data_dir, split)
-    references = read_lines(data_dir / f"{split}.{translator.target_lang}")
-
-    started = time.perf_counter()
-    results = translator.translate_ids([list(s) for s in sources], beam_size=beam_size)
-    seconds = time.perf_counter() - started
-    best_ids = [hypotheses[0][0] if hypotheses else [] for hypotheses in results]
-    hypotheses = translator.target_tokenizer.decode(best_ids)
+    reporter = reporter or Reporter()
+    data.check_exists()
+    check_tokenizers_match(translator, data)
+    if not data.has_split(split):
+        raise UserError(f"{data.root} has no {split} split; choose --split dev or prepare one")
+    sources, _ = data.load_split(split)
+    references = read_lines(data.text(split, translator.target_lang))
 
     name = translator.workspace.checkpoint_name(translator.checkpoint)
+    started = time.perf_counter()
+    with reporter.task(f"{name}: translate {split}", total=len(sources)) as task:
+        results = translator.translate_ids([list(s) for s in sources], beam_size=beam_size, on_progress=task.advance)
+    seconds = time.perf_counter() - started
+    best_ids = [hypotheses[0][0] if hypotheses else [] for hypotheses in results]
+    hypotheses = translator.output_texts(best_ids, tokenized=True)
+
     output = Path(output) if output else translator.workspace.evaluations / f"{split}-{name}-beam{beam_size}.txt"
     output.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(output, "".join(line + "\n" for line in hypotheses))
+    files.write_text(output, "".join(line + "\n" for line in hypotheses))
     scores = score(hypotheses, references, bleu_tokenizer(translator.target_style, translator.target_lang))
     evaluation = Evaluation(
         split=split,
@@ -131,5 +136,48 @@ def evaluate(
         hypotheses_file=str(output),
         scores_file=str(scores_file(output)),
     )
-    write_text_atomic(scores_file(output), json.dumps(evaluation.to_dict(), indent=2) + "\n")
+    files.write_text(scores_file(output), json.dumps(evaluation.to_dict(), indent=2) + "\n")
     return evaluation
+
+
+def evaluate_checkpoints(
+    model_dir: Path,
+    checkpoints: list[str],
+    data_dir: Path | None,
+    split: str | None,
+    beam_size: int,
+    output: Path | None = None,
+    reporter: Reporter | None = None,
+) -> list[Evaluation]:
+    """Evaluate each named checkpoint of a model directory on one split."""
+    from nmt_cli.translation import Translator
+
+    results = []
+    for checkpoint in checkpoints:
+        translator = Translator(model_dir, checkpoint)
+        data = DataDir(data_dir or translator.config.resolve_data_dir(model_dir))
+        results.append(evaluate(translator, data, split or default_split(data), beam_size, output, reporter))
+    return results
+
+
+class SplitScorer:
+    """BLEU of a prepared split under given inference models, by greedy search: how training
+    follows translation quality epoch by epoch (the weights change; the compiled search stays)."""
+
+    def __init__(self, encoder, decoder, data: DataDir, split: str = "dev"):
+        from nmt_cli.decoding import Searcher
+        from nmt_cli.tokenizer import Tokenizer
+
+        manifest = data.manifest()
+        self.searcher = Searcher(encoder, decoder)
+        self.sources = [list(ids) for ids in data.load_split(split)[0]]
+        self.references = read_lines(data.text(split, manifest.target_lang))
+        self.tokenizer = Tokenizer.load(data.tokenizer(manifest.target_lang))
+        self.bleu_tokenize = bleu_tokenizer(manifest.target_style, manifest.target_lang)
+
+    def bleu(self) -> float:
+        results = self.searcher.search_all(self.sources, beam_size=1)
+        hypotheses = self.tokenizer.decode([found[0][0] if found else [] for found in results])
+        return score(
+            [output_text(text, "raw", tokenized=True) for text in hypotheses], self.references, self.bleu_tokenize
+        ).bleu

@@ -11,17 +11,17 @@ import json
 import os
 import shutil
 import tempfile
-import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
-from nmt_cli import __version__
+from nmt_cli import __version__, files
+from nmt_cli.config import PrepareOptions, check
 from nmt_cli.corpus import (
     DEFAULT_CORPUS,
-    KnownCorpus,
     SPLITS,
+    KnownCorpus,
     catalogue,
     download,
     file_sha256,
@@ -29,93 +29,35 @@ from nmt_cli.corpus import (
     read_parallel,
     split_files,
 )
+from nmt_cli.datadir import MANIFEST, DataDir, Manifest, save_split, tokenizer_file
 from nmt_cli.errors import UserError
 from nmt_cli.progress import Reporter
 from nmt_cli.tokenizer import SPECIAL_IDS, Tokenizer, style, train_tokenizer
 
-MANIFEST = "manifest.json"
-REQUIRED_MANIFEST_KEYS = ("languages", "styles", "splits", "vocabulary", "special_ids", "token_lengths")
 HELD_OUT_DEV_MAX = 1000
 
 
 @dataclass
-class PrepareOptions:
-    data_dir: Path = Path("data/prepared")
-    source: str | None = None  # None: the default corpus; else a folder or a base URL
-    src_lang: str = "en"
-    tgt_lang: str = "ja"
-    vocab_size: int = 8000
-    max_length: int = 80
-    max_pairs: int | None = None
-    src_style: str | None = None  # None: the known corpus' style, else "raw"
-    tgt_style: str | None = None
-    force: bool = False
-
-
-@dataclass
 class PrepareResult:
-    manifest: dict
+    manifest: Manifest
     rebuilt: bool
 
 
-def tokenizer_file(lang: str) -> str:
-    return f"spm.{lang}.model"
-
-
-def encoded_file(split: str) -> str:
-    return f"{split}.npz"
-
-
-def load_manifest(data_dir: Path) -> dict:
-    path = Path(data_dir) / MANIFEST
-    if not path.exists():
-        raise UserError(f"{data_dir} is not a prepared data directory (no {MANIFEST}); run `nmt prepare` first")
-    return read_manifest(path)
-
-
-def read_manifest(path: Path) -> dict:
-    """A manifest file (a data directory's, or the copy beside a model), checked for its keys."""
-    try:
-        manifest = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise UserError(f"cannot read {path}: {error}; rebuild it with `nmt prepare --force`") from None
-    missing = [key for key in REQUIRED_MANIFEST_KEYS if not isinstance(manifest, dict) or key not in manifest]
-    if missing:
-        raise UserError(f"{path} lacks {missing[0]!r}: it was not written by this version; rebuild it with `nmt prepare --force`")
-    return manifest
-
-
-def load_encoded(data_dir: Path, split: str) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """The source and target id sequences of a prepared split (without bos/eos)."""
-    path = Path(data_dir) / encoded_file(split)
-    try:
-        with np.load(path) as arrays:
-            return tuple(  # type: ignore[return-value]
-                _unflatten(arrays[f"{side}_ids"], arrays[f"{side}_offsets"]) for side in ("source", "target")
-            )
-    except FileNotFoundError:
-        raise UserError(f"{path} is missing; rebuild the data directory with `nmt prepare --force`") from None
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
-        raise UserError(f"{path} is damaged; rebuild the data directory with `nmt prepare --force`") from None
-
-
-def _unflatten(ids: np.ndarray, offsets: np.ndarray) -> list[np.ndarray]:
-    return [ids[start:end] for start, end in zip(offsets[:-1], offsets[1:])]
+def check_options(options: PrepareOptions) -> None:
+    """Every check that needs no file: before anything is read or written."""
+    check(options)
+    if options.src_lang == options.tgt_lang:
+        raise UserError("--src-lang and --tgt-lang must differ")
+    if options.vocab_size < len(SPECIAL_IDS) + 1:
+        raise UserError(f"--vocab-size must be more than the {len(SPECIAL_IDS)} special pieces")
+    for name in (options.src_style, options.tgt_style):
+        if name is not None:
+            style(name)
 
 
 def prepare(options: PrepareOptions, reporter: Reporter | None = None) -> PrepareResult:
     reporter = reporter or Reporter()
-    if options.src_lang == options.tgt_lang:
-        raise UserError("--src-lang and --tgt-lang must differ")
-    if options.max_pairs is not None and options.max_pairs < 1:
-        raise UserError("--max-pairs must be at least 1")
-    if options.vocab_size < len(SPECIAL_IDS) + 1:
-        raise UserError(f"--vocab-size must be more than the {len(SPECIAL_IDS)} special pieces")
-    if options.max_length < 1:
-        raise UserError("--max-length must be at least 1")
-    for name in (options.src_style, options.tgt_style):
-        if name is not None:
-            style(name)
+    check_options(options)
     data_dir = Path(options.data_dir)
     _refuse_foreign_directory(data_dir)
     made_parent = not data_dir.parent.exists()
@@ -125,10 +67,10 @@ def prepare(options: PrepareOptions, reporter: Reporter | None = None) -> Prepar
     try:
         source = _gather_source(options, staging / "raw", reporter, data_dir)
         if source is None:
-            return PrepareResult(load_manifest(data_dir), rebuilt=False)
+            return PrepareResult(DataDir(data_dir).manifest(), rebuilt=False)
         fingerprint = _fingerprint(source.checksums, source.styles, options)
-        if not options.force and _current_fingerprint(data_dir) == fingerprint:
-            return PrepareResult(load_manifest(data_dir), rebuilt=False)
+        if not options.force and DataDir(data_dir).fingerprint() == fingerprint:
+            return PrepareResult(DataDir(data_dir).manifest(), rebuilt=False)
         out = staging / "out"
         out.mkdir()
         manifest = _build(source, options, fingerprint, out, reporter)
@@ -159,11 +101,23 @@ def _gather_source(options: PrepareOptions, raw: Path, reporter: Reporter, data_
         names = [name for split in SPLITS for name in split_files(split, *langs)]
         checksums = {name: known.sha256[name] for name in names}
         styles = {lang: known.styles[lang] for lang in langs}
-        if not options.force and _current_fingerprint(data_dir) == _fingerprint(checksums, styles, options):
+        if not options.force and DataDir(data_dir).fingerprint() == _fingerprint(checksums, styles, options):
             return None
         raw.mkdir()
-        download(known.base_url, names, raw, reporter, sha256=known.sha256)
-        return _Source({"kind": "catalogue", "name": known.name, "url": known.base_url}, locate_splits(raw, *langs), checksums, styles)
+        try:
+            download(known.base_url, names, raw, reporter, sha256=known.sha256)
+        except UserError as error:
+            wanted = ", ".join(name for split in ("train", "dev") for name in split_files(split, *langs))
+            raise UserError(
+                f"{error}; with a copy of {known.name} at hand, run `nmt prepare --source DIR` on the folder "
+                f"holding {wanted} (and test.* if you have them)"
+            ) from None
+        return _Source(
+            {"kind": "catalogue", "name": known.name, "url": known.base_url},
+            locate_splits(raw, *langs),
+            checksums,
+            styles,
+        )
     if options.source.startswith(("http://", "https://")):
         raw.mkdir()
         base = options.source if options.source.endswith("/") else options.source + "/"
@@ -209,13 +163,6 @@ def _fingerprint(checksums: dict[str, str], styles: dict[str, str], options: Pre
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
-def _current_fingerprint(data_dir: Path) -> str | None:
-    try:
-        return json.loads((data_dir / MANIFEST).read_text(encoding="utf-8")).get("fingerprint")
-    except (OSError, ValueError):
-        return None
-
-
 def _refuse_foreign_directory(data_dir: Path) -> None:
     if data_dir.exists() and not data_dir.is_dir():
         raise UserError(f"--data-dir {data_dir} is a file, not a folder; choose another --data-dir")
@@ -223,7 +170,7 @@ def _refuse_foreign_directory(data_dir: Path) -> None:
         raise UserError(f"{data_dir} exists and is not a prepared data directory; choose another --data-dir")
 
 
-def _build(source: _Source, options: PrepareOptions, fingerprint: str, out: Path, reporter: Reporter) -> dict:
+def _build(source: _Source, options: PrepareOptions, fingerprint: str, out: Path, reporter: Reporter) -> Manifest:
     langs = (options.src_lang, options.tgt_lang)
     styles = {
         options.src_lang: options.src_style or source.styles[options.src_lang],
@@ -279,55 +226,56 @@ def _build(source: _Source, options: PrepareOptions, fingerprint: str, out: Path
             encoded[split] = (tokenizers[langs[0]].encode(src), tokenizers[langs[1]].encode(tgt))
             task.advance()
     src_ids, tgt_ids = encoded["train"]
-    fits = [i for i, (s, t) in enumerate(zip(src_ids, tgt_ids)) if len(s) <= options.max_length and len(t) <= options.max_length]
+    fits = [
+        i
+        for i, (s, t) in enumerate(zip(src_ids, tgt_ids))
+        if len(s) <= options.max_length and len(t) <= options.max_length
+    ]
     dropped["too_long"] = len(src_ids) - len(fits)
     encoded["train"] = ([src_ids[i] for i in fits], [tgt_ids[i] for i in fits])
     if not fits:
         raise UserError(f"every training pair is longer than --max-length {options.max_length} pieces; raise it")
 
+    built = DataDir(out)
     for lang, tokenizer in tokenizers.items():
-        (out / tokenizer_file(lang)).write_bytes(tokenizer.model_proto)
+        built.tokenizer(lang).write_bytes(tokenizer.model_proto)
     dtype = np.uint16 if max(options.vocab_size, *(t.vocab_size for t in tokenizers.values())) <= 65535 else np.int32
     splits_info = {}
     lengths = {}
     for split, (src, tgt) in encoded.items():
-        _save_encoded(out / encoded_file(split), src, tgt, dtype)
+        save_split(built.encoded(split), src, tgt, dtype)
         if split != "train":
             for lang, lines in zip(langs, text[split]):
-                (out / f"{split}.{lang}").write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+                built.text(split, lang).write_text("".join(line + "\n" for line in lines), encoding="utf-8")
         splits_info[split] = {"pairs": len(src)}
         lengths[split] = {lang: _length_stats(ids) for lang, ids in zip(langs, (src, tgt))}
     splits_info["train"]["dropped"] = dropped
     splits_info["dev"]["held_out_from_train"] = held_out
 
-    manifest = {
-        "tool_version": __version__,
-        "fingerprint": fingerprint,
-        "source": source.description,
-        "languages": {"source": langs[0], "target": langs[1]},
-        "styles": styles,
-        "files": {name: {"sha256": digest, "lines": file_lines[name]} for name, digest in source.checksums.items()},
-        "splits": splits_info,
-        "options": {"vocab_size": options.vocab_size, "max_length": options.max_length, "max_pairs": options.max_pairs},
-        "vocabulary": vocabulary,
-        "special_ids": dict(SPECIAL_IDS),
-        "token_lengths": lengths,
-    }
-    (out / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    manifest = Manifest(
+        tool_version=__version__,
+        fingerprint=fingerprint,
+        source=source.description,
+        languages={"source": langs[0], "target": langs[1]},
+        styles=styles,
+        files={name: {"sha256": digest, "lines": file_lines[name]} for name, digest in source.checksums.items()},
+        splits=splits_info,
+        options={"vocab_size": options.vocab_size, "max_length": options.max_length, "max_pairs": options.max_pairs},
+        vocabulary=vocabulary,
+        special_ids=dict(SPECIAL_IDS),
+        token_lengths=lengths,
+    )
+    built.manifest_path.write_text(manifest.to_json(), encoding="utf-8")
     return manifest
-
-
-def _save_encoded(path: Path, src: list[list[int]], tgt: list[list[int]], dtype: type) -> None:
-    arrays = {}
-    for side, seqs in (("source", src), ("target", tgt)):
-        arrays[f"{side}_ids"] = np.fromiter((i for seq in seqs for i in seq), dtype=dtype)
-        arrays[f"{side}_offsets"] = np.concatenate([[0], np.cumsum([len(seq) for seq in seqs])]).astype(np.int64)
-    np.savez(path, **arrays)
 
 
 def _length_stats(seqs: list[list[int]]) -> dict[str, float]:
     lengths = np.array([len(seq) for seq in seqs] or [0])
-    return {"mean": round(float(lengths.mean()), 2), "p95": float(np.percentile(lengths, 95)), "max": int(lengths.max())}
+    return {
+        "mean": round(float(lengths.mean()), 2),
+        "p95": float(np.percentile(lengths, 95)),
+        "max": int(lengths.max()),
+    }
 
 
 def _remove_leftovers(data_dir: Path) -> None:
@@ -342,10 +290,14 @@ def _remove_leftovers(data_dir: Path) -> None:
 
 
 def _swap_into_place(out: Path, data_dir: Path) -> None:
+    """Rename the built folder into place; the old one, if any, goes only once the new one is there."""
+    files.sync_tree(out)
     if data_dir.exists():
         old = data_dir.with_name(f".{data_dir.name}.old-{os.getpid()}")
         os.replace(data_dir, old)
         os.replace(out, data_dir)
+        files.sync_folder(data_dir.parent)
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(out, data_dir)
+        files.sync_folder(data_dir.parent)

@@ -6,8 +6,9 @@ default or a recording one.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator, Protocol
+from typing import Protocol
 
 
 class Task(Protocol):
@@ -29,9 +30,6 @@ class Reporter:
 
     def note(self, message: str) -> None:
         """Something worth telling the user that is not a problem."""
-
-    def warn(self, message: str) -> None:
-        """Something the user should know is not as they asked."""
 
     def epoch_end(self, epoch: int, metrics: dict[str, float]) -> None:
         """One training epoch finished (1-based epoch number)."""

@@ -10,9 +10,9 @@ from __future__ import annotations
 import io
 import re
 import unicodedata
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
 
 import sentencepiece as spm
 
@@ -26,14 +26,13 @@ PAD_ID, UNK_ID, BOS_ID, EOS_ID = (SPECIAL_IDS[k] for k in ("pad", "unk", "bos", 
 class TextStyle:
     lowercase: bool
     words: str | None  # "en" or "ja": text is split into space-separated words of that language
-    description: str
 
 
 STYLES = {
-    "raw": TextStyle(False, None, "raw text"),
-    "en-words": TextStyle(False, "en", "English split into words"),
-    "en-words-lower": TextStyle(True, "en", "English lower-cased and split into words"),
-    "ja-words": TextStyle(False, "ja", "Japanese split into words with spaces"),
+    "raw": TextStyle(False, None),
+    "en-words": TextStyle(False, "en"),
+    "en-words-lower": TextStyle(True, "en"),
+    "ja-words": TextStyle(False, "ja"),
 }
 
 # English word splitting as in the Tanaka Corpus: punctuation stands alone, a clitic keeps its
@@ -64,7 +63,9 @@ def normalize(text: str, style_name: str) -> str:
     return _SPACES.sub(" ", text).strip()
 
 
-_CJK_GAP = re.compile(r"(?<=[^\x00-\x7f]) (?=[^\x00-\x7f])|(?<=[^\x00-\x7f]) (?=[0-9A-Za-z])|(?<=[0-9A-Za-z]) (?=[^\x00-\x7f])")
+_CJK_GAP = re.compile(
+    r"(?<=[^\x00-\x7f]) (?=[^\x00-\x7f])|(?<=[^\x00-\x7f]) (?=[0-9A-Za-z])|(?<=[0-9A-Za-z]) (?=[^\x00-\x7f])"
+)
 _EN_JOIN_PUNCT = re.compile(r" (?=[.?!,;:)\]]|'(?:s|t|m|re|ve|ll|d|clock)\b)")
 
 
@@ -78,6 +79,14 @@ def detokenize(text: str, style_name: str) -> str:
     return text
 
 
+def output_text(text: str, style_name: str, tokenized: bool = False) -> str:
+    """Decoded model output for people: single spaces, none at either end (undertrained models
+    emit word-boundary pieces in a row, and output is never padded), and natural text unless
+    `tokenized` keeps the corpus' word spacing."""
+    text = " ".join(text.split())
+    return text if tokenized else detokenize(text, style_name)
+
+
 class Tokenizer:
     """A trained SentencePiece model with our fixed special ids."""
 
@@ -86,7 +95,7 @@ class Tokenizer:
         self._sp = spm.SentencePieceProcessor(model_proto=model_proto)
 
     @classmethod
-    def load(cls, path: Path) -> "Tokenizer":
+    def load(cls, path: Path) -> Tokenizer:
         try:
             return cls(Path(path).read_bytes())
         except (OSError, RuntimeError) as error:
@@ -140,7 +149,6 @@ def _explain_training_error(message: str, vocab_size: int) -> str:
         # SentencePiece's count already includes the special and byte-fallback pieces.
         smallest = int(required.group(1))
         return (
-            f"--vocab-size {vocab_size} is too small for this corpus' characters; "
-            f"use --vocab-size {smallest} or more"
+            f"--vocab-size {vocab_size} is too small for this corpus' characters; use --vocab-size {smallest} or more"
         )
     return f"SentencePiece could not train a vocabulary of {vocab_size}: {message.strip()}"

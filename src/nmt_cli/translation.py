@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
-from typing import Iterable, Iterator
-
-import numpy as np
 
 from nmt_cli.config import RunConfig, load_config
+from nmt_cli.datadir import Manifest
 from nmt_cli.decoding import Searcher
-from nmt_cli.prepare import read_manifest
-from nmt_cli.tokenizer import PAD_ID, Tokenizer, detokenize, normalize
-from nmt_cli.workspace import Workspace, load_checkpoint, load_keras_model
+from nmt_cli.models import load_checkpoint, load_keras_model
+from nmt_cli.models.base import is_step_contract
+from nmt_cli.tokenizer import Tokenizer, normalize, output_text
+from nmt_cli.workspace import Workspace
 
 CHUNK_LINES = 512  # lines read, translated and written at a time: memory stays constant
-BATCH_SENTENCES = 64
 
 
 @dataclass
@@ -38,35 +37,42 @@ class Translation:
 class Translator:
     def __init__(self, model_dir: Path, checkpoint: str = "best"):
         self.workspace = Workspace(model_dir)
-        self.checkpoint = self.workspace.resolve_checkpoint(checkpoint)
+        self.checkpoint = self.workspace.check_usable(checkpoint)
         self.config: RunConfig = load_config(self.workspace.config)
-        manifest = read_manifest(self.workspace.data_manifest)
-        self.source_lang, self.target_lang = manifest["languages"]["source"], manifest["languages"]["target"]
-        self.source_style = manifest["styles"][self.source_lang]
-        self.target_style = manifest["styles"][self.target_lang]
-        self.trained_max_length = manifest["token_lengths"]["train"][self.source_lang]["max"]
+        manifest = Manifest.read(self.workspace.data_manifest)
+        self.source_lang, self.target_lang = manifest.source_lang, manifest.target_lang
+        self.source_style, self.target_style = manifest.source_style, manifest.target_style
+        self.trained_max_length = manifest.longest_training_source()
         self.source_tokenizer = Tokenizer.load(self.workspace.tokenizer(self.source_lang))
         self.target_tokenizer = Tokenizer.load(self.workspace.tokenizer(self.target_lang))
-        if self.checkpoint == self.workspace.best and self.workspace.encoder.exists() and self.workspace.decoder.exists():
+        self.searcher = Searcher(*self._inference_models())
+
+    def _inference_models(self):
+        if (
+            self.checkpoint == self.workspace.best
+            and self.workspace.encoder.exists()
+            and self.workspace.decoder.exists()
+        ):
             # The saved inference models are best.keras' own: loading them skips the training graph.
             encoder, decoder = load_keras_model(self.workspace.encoder), load_keras_model(self.workspace.decoder)
-        else:
-            models = load_checkpoint(self.checkpoint, self.config.model)
-            encoder, decoder = models.encoder, models.decoder
-        self.searcher = Searcher(encoder, decoder, layers=self.config.model.layers)
+            if is_step_contract(decoder):
+                return encoder, decoder
+        models = load_checkpoint(self.checkpoint, self.config.model, compile=False)
+        return models.encoder, models.decoder
 
-    def translate_ids(self, sources: list[list[int]], beam_size: int, n_best: int = 1) -> list[list[tuple[list[int], float]]]:
-        """Id sequences in, n-best (ids, score) lists out, in order; batched by similar length."""
-        results: list[list[tuple[list[int], float]]] = [[] for _ in sources]
-        order = sorted((i for i, ids in enumerate(sources) if ids), key=lambda i: len(sources[i]))
-        for start in range(0, len(order), BATCH_SENTENCES):
-            rows = order[start : start + BATCH_SENTENCES]
-            batch = np.full((len(rows), max(len(sources[i]) for i in rows)), PAD_ID, np.int32)
-            for r, i in enumerate(rows):
-                batch[r, : len(sources[i])] = sources[i]
-            for i, hypotheses in zip(rows, self.searcher.search(batch, beam_size=beam_size, n_best=n_best)):
-                results[i] = [(h.ids, h.score) for h in hypotheses]
-        return results
+    def translate_ids(
+        self,
+        sources: list[list[int]],
+        beam_size: int,
+        n_best: int = 1,
+        on_progress: Callable[[int], None] | None = None,
+    ) -> list[list[tuple[list[int], float]]]:
+        """Id sequences in, n-best (ids, score) lists out, in order (see `Searcher.search_all`)."""
+        return self.searcher.search_all(sources, beam_size, n_best, on_progress)
+
+    def output_texts(self, hypotheses: list[list[int]], tokenized: bool = False) -> list[str]:
+        """Target ids to text (see `tokenizer.output_text`)."""
+        return [output_text(text, self.target_style, tokenized) for text in self.target_tokenizer.decode(hypotheses)]
 
     def translate(
         self,
@@ -87,8 +93,13 @@ class Translator:
                 for line, seq in zip(chunk, ids):
                     if len(seq) > self.trained_max_length:
                         on_long_input(line, len(seq), self.trained_max_length)
-            for line, hypotheses in zip(chunk, self.translate_ids([list(s) for s in ids], beam_size, n_best)):
-                texts = self.target_tokenizer.decode([h for h, _ in hypotheses]) if hypotheses else []
-                if not tokenized_output:
-                    texts = [detokenize(text, self.target_style) for text in texts]
-                yield Translation(line, [Candidate(text, score) for text, (_, score) in zip(texts, hypotheses)])
+            # For n-best lists every finished hypothesis is fetched: several can read the same once
+            # detokenised (different pieces, same text), and only distinct texts are kept.
+            searched = self.translate_ids([list(s) for s in ids], beam_size, beam_size if n_best > 1 else 1)
+            for line, hypotheses in zip(chunk, searched):
+                texts = self.output_texts([h for h, _ in hypotheses], tokenized_output)
+                distinct: dict[str, float] = {}
+                for text, (_, score) in zip(texts, hypotheses):
+                    distinct.setdefault(text, score)  # best first, so the first is the best score
+                candidates = [Candidate(text, score) for text, score in distinct.items()][:n_best]
+                yield Translation(line, candidates)

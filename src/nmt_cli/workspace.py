@@ -1,14 +1,15 @@
-"""The layout of a model directory, in one place.
+"""The layout of a model directory, in one place. It describes paths; it builds no models.
 
-    MODEL_DIR/config.json               every option, the data it was trained on, the tool version
-    MODEL_DIR/history.csv               one row per epoch
-    MODEL_DIR/checkpoints/epoch-005.keras  full checkpoints (weights + optimizer state)
-    MODEL_DIR/checkpoints/best.keras    the epoch with the lowest validation loss (best.json: which)
-    MODEL_DIR/encoder.keras, decoder.keras  inference models of best.keras, loadable from plain Keras
-    MODEL_DIR/logs/                     TensorBoard logs
-    MODEL_DIR/spm.SRC.model, spm.TGT.model, data-manifest.json
-                                        the tokenizers and data manifest, copied at training time
-                                        so the directory translates on its own
+MODEL_DIR/config.json               every option, the data it was trained on, the tool version
+MODEL_DIR/history.csv               one row per epoch
+MODEL_DIR/checkpoints/epoch-005.keras  full checkpoints (weights + optimizer state)
+MODEL_DIR/checkpoints/best.keras    the best epoch so far (best.json: which, and by what)
+MODEL_DIR/encoder.keras, decoder.keras  inference models of best.keras, loadable from plain Keras
+MODEL_DIR/logs/                     TensorBoard logs
+MODEL_DIR/eval/                     `nmt evaluate`'s hypotheses and scores
+MODEL_DIR/spm.SRC.model, spm.TGT.model, data-manifest.json
+                                    the tokenizers and data manifest, copied at training time
+                                    so the directory translates on its own
 """
 
 from __future__ import annotations
@@ -16,33 +17,118 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import re
 import shutil
 from pathlib import Path
 
+from nmt_cli import files
+from nmt_cli.config import load_config
+from nmt_cli.datadir import Manifest, tokenizer_file
 from nmt_cli.errors import UserError
 
 _EPOCH_FILE = re.compile(r"^epoch-(\d+)\.keras$")
-HISTORY_FIELDS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "seconds", "tokens_per_second")
+HISTORY_FIELDS = (
+    "epoch",
+    "loss",
+    "accuracy",
+    "val_loss",
+    "val_accuracy",
+    "learning_rate",
+    "seconds",
+    "tokens_per_second",
+)
 
 
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Write to a temporary name, then rename: a reader never sees half a file."""
-    partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
-    partial.write_bytes(data)
-    os.replace(partial, path)
+class Workspace:
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.evaluations = self.root / "eval"
+        self.config = self.root / "config.json"
+        self.history = self.root / "history.csv"
+        self.checkpoints = self.root / "checkpoints"
+        self.best = self.checkpoints / "best.keras"
+        self.best_stamp = self.checkpoints / "best.json"  # which epoch best.keras and the inference models hold
+        self.encoder = self.root / "encoder.keras"
+        self.decoder = self.root / "decoder.keras"
+        self.logs = self.root / "logs"
+        self.data_manifest = self.root / "data-manifest.json"
 
+    def tokenizer(self, lang: str) -> Path:
+        return self.root / tokenizer_file(lang)
 
-def write_text_atomic(path: Path, text: str) -> None:
-    write_bytes_atomic(path, text.encode("utf-8"))
+    def checkpoint(self, epoch: int) -> Path:
+        return self.checkpoints / f"epoch-{epoch:03d}.keras"
 
+    def checkpoint_name(self, path: Path) -> str:
+        """What `--checkpoint` calls a checkpoint file: best or epoch-N."""
+        match = _EPOCH_FILE.match(Path(path).name)
+        return f"epoch-{int(match.group(1))}" if match else Path(path).stem
 
-def save_model_atomic(model, path: Path) -> None:
-    """`model.save` to a temporary name, then rename: a reader never sees half a file."""
-    partial = path.with_name(f"{path.stem}.{os.getpid()}.partial.keras")
-    model.save(partial)
-    os.replace(partial, path)
+    def saved_epochs(self) -> list[int]:
+        if not self.checkpoints.is_dir():
+            return []
+        return sorted(int(m.group(1)) for p in self.checkpoints.iterdir() if (m := _EPOCH_FILE.match(p.name)))
+
+    def check_exists(self) -> None:
+        """A clear error, before anything slow, when there is no model directory here."""
+        if not self.root.is_dir():
+            raise UserError(
+                f"model directory {self.root} does not exist; train one with `nmt train --model-dir {self.root}`"
+            )
+
+    def resolve_checkpoint(self, choice: str = "best") -> Path:
+        """`best`, `last` or `epoch-N` to a checkpoint file that exists."""
+        self.check_exists()
+        epochs = self.saved_epochs()
+        if choice == "best" and self.best.exists():
+            return self.best
+        if not epochs:
+            raise UserError(f"{self.root} holds no checkpoint yet; run `nmt train --model-dir {self.root}`")
+        if choice in ("best", "last"):
+            return self.checkpoint(epochs[-1])
+        match = re.fullmatch(r"epoch-(\d+)", choice)
+        if not match:
+            raise UserError(f"--checkpoint must be best, last or epoch-N, not {choice!r}")
+        path = self.checkpoint(int(match.group(1)))
+        if not path.exists():
+            saved = ", ".join(f"epoch-{e}" for e in epochs)
+            raise UserError(f"no checkpoint {choice} in {self.root}; saved: {saved}")
+        return path
+
+    def check_usable(self, choice: str = "best") -> Path:
+        """The checkpoint file `choice` names, once the files that go with it are readable.
+
+        Quick, and without TensorFlow: a command checks this before loading it.
+        """
+        path = self.resolve_checkpoint(choice)
+        load_config(self.config)
+        Manifest.read(self.data_manifest)
+        return path
+
+    def best_epoch(self) -> int | None:
+        try:
+            return int(json.loads(self.best_stamp.read_text(encoding="utf-8"))["epoch"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def clear(self) -> None:
+        """Remove everything training wrote, for `--restart`."""
+        for path in (self.checkpoints, self.logs, self.evaluations):
+            shutil.rmtree(path, ignore_errors=True)
+        for path in (
+            self.config,
+            self.history,
+            self.encoder,
+            self.decoder,
+            self.data_manifest,
+            *self.root.glob("spm.*.model"),
+        ):
+            path.unlink(missing_ok=True)
+
+    def remove_partial_files(self) -> None:
+        """Temporary files an interrupted run left."""
+        for folder in (self.root, self.checkpoints):
+            files.remove_partials(folder)
 
 
 def read_history(path: Path) -> list[dict[str, float]]:
@@ -62,105 +148,4 @@ def write_history(path: Path, rows: list[dict[str, float]]) -> None:
     writer.writeheader()
     for row in rows:
         writer.writerow({key: (int(row[key]) if key == "epoch" else f"{row[key]:.6g}") for key in HISTORY_FIELDS})
-    write_text_atomic(path, out.getvalue())
-
-
-def load_keras_model(path: Path):
-    """A saved model, loaded with `safe_mode` (no pickled code runs)."""
-    import keras
-
-    from nmt_cli import objectives  # noqa: F401  registers the loss and metrics checkpoints are compiled with
-
-    if not Path(path).is_file():
-        raise UserError(f"{path} is missing; retrain, or choose another --checkpoint")
-    try:
-        return keras.models.load_model(path, safe_mode=True)
-    except Exception as error:  # noqa: BLE001 - Keras raises many kinds for a damaged archive
-        problem = " ".join(str(error).split())[:200]
-        raise UserError(f"cannot load {path} ({problem}); it may be damaged: choose another --checkpoint or retrain") from None
-
-
-def load_checkpoint(path: Path, config):
-    """A training checkpoint with its encoder and decoder inference models."""
-    from nmt_cli.models import from_training_model
-
-    return from_training_model(load_keras_model(path), config)
-
-
-class Workspace:
-    def __init__(self, root: Path):
-        self.root = Path(root)
-        self.evaluations = self.root / "eval"
-        self.config = self.root / "config.json"
-        self.history = self.root / "history.csv"
-        self.checkpoints = self.root / "checkpoints"
-        self.best = self.checkpoints / "best.keras"
-        self.best_stamp = self.checkpoints / "best.json"  # which epoch best.keras and the inference models hold
-        self.encoder = self.root / "encoder.keras"
-        self.decoder = self.root / "decoder.keras"
-        self.logs = self.root / "logs"
-        self.data_manifest = self.root / "data-manifest.json"
-
-    def tokenizer(self, lang: str) -> Path:
-        return self.root / f"spm.{lang}.model"
-
-    def checkpoint(self, epoch: int) -> Path:
-        return self.checkpoints / f"epoch-{epoch:03d}.keras"
-
-    def checkpoint_name(self, path: Path) -> str:
-        """What `--checkpoint` calls a checkpoint file: best or epoch-N."""
-        match = _EPOCH_FILE.match(Path(path).name)
-        return f"epoch-{int(match.group(1))}" if match else Path(path).stem
-
-    def saved_epochs(self) -> list[int]:
-        if not self.checkpoints.is_dir():
-            return []
-        return sorted(int(m.group(1)) for p in self.checkpoints.iterdir() if (m := _EPOCH_FILE.match(p.name)))
-
-    def resolve_checkpoint(self, choice: str = "best") -> Path:
-        """`best`, `last` or `epoch-N` to a checkpoint file that exists."""
-        if not self.root.is_dir():
-            raise UserError(f"model directory {self.root} does not exist; train one with `nmt train --model-dir {self.root}`")
-        epochs = self.saved_epochs()
-        if choice == "best" and self.best.exists():
-            return self.best
-        if not epochs:
-            raise UserError(f"{self.root} holds no checkpoint yet; run `nmt train --model-dir {self.root}`")
-        if choice in ("best", "last"):
-            return self.checkpoint(epochs[-1])
-        match = re.fullmatch(r"epoch-(\d+)", choice)
-        if not match:
-            raise UserError(f"--checkpoint must be best, last or epoch-N, not {choice!r}")
-        path = self.checkpoint(int(match.group(1)))
-        if not path.exists():
-            saved = ", ".join(f"epoch-{e}" for e in epochs)
-            raise UserError(f"no checkpoint {choice} in {self.root}; saved: {saved}")
-        return path
-
-    def best_epoch(self) -> int | None:
-        try:
-            return int(json.loads(self.best_stamp.read_text(encoding="utf-8"))["epoch"])
-        except (OSError, ValueError, KeyError, TypeError):
-            return None
-
-    def forget_best_after(self, epoch: int) -> None:
-        """A resume from `epoch` drops later epochs: a best model from one of them goes too."""
-        best = self.best_epoch()
-        if best is not None and best > epoch:
-            for path in (self.best_stamp, self.best, self.encoder, self.decoder):
-                path.unlink(missing_ok=True)
-
-    def clear(self) -> None:
-        """Remove everything training wrote, for `--restart`."""
-        for path in (self.checkpoints, self.logs, self.evaluations):
-            shutil.rmtree(path, ignore_errors=True)
-        for path in (self.config, self.history, self.encoder, self.decoder, self.data_manifest, *self.root.glob("spm.*.model")):
-            path.unlink(missing_ok=True)
-
-    def remove_partial_files(self) -> None:
-        """Temporary files an interrupted run of ours left (named NAME.PID.partial[.keras])."""
-        for folder in (self.root, self.checkpoints):
-            if folder.is_dir():
-                for path in folder.iterdir():
-                    if re.search(r"\.\d+\.partial(\.keras)?$", path.name):
-                        path.unlink()
+    files.write_text(path, out.getvalue())

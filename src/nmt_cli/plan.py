@@ -1,0 +1,89 @@
+"""What `nmt train` will do: the effective options, the data and the epoch it starts from.
+
+Everything here is decided and checked before TensorFlow loads, so that a mistake (a missing
+data directory, an option that does not fit the saved model) is answered at once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from nmt_cli import __version__
+from nmt_cli.checkpoints import resume_point
+from nmt_cli.config import DEFAULT_DATA_DIR, DEFAULT_MODEL_DIR, ModelConfig, RunConfig, TrainingConfig, load_config
+from nmt_cli.datadir import DataDir
+from nmt_cli.errors import UserError
+from nmt_cli.workspace import Workspace
+
+
+@dataclass
+class TrainRequest:
+    model_dir: Path = DEFAULT_MODEL_DIR
+    data_dir: Path | None = None  # None: the one in config.json when resuming, else DEFAULT_DATA_DIR
+    model: dict[str, Any] = field(default_factory=dict)  # ModelConfig fields the user set
+    training: dict[str, Any] = field(default_factory=dict)  # TrainingConfig fields the user set
+    restart: bool = False
+
+
+@dataclass
+class TrainPlan:
+    workspace: Workspace
+    config: RunConfig
+    data: DataDir
+    done: int  # epochs already complete: 0 for a fresh start
+    restart: bool
+
+
+def plan_training(request: TrainRequest) -> TrainPlan:
+    workspace = Workspace(request.model_dir)
+    if workspace.root.exists() and not workspace.root.is_dir():
+        raise UserError(f"--model-dir {workspace.root} is a file, not a folder; choose another --model-dir")
+    done = 0 if request.restart else resume_point(workspace)
+    if done:
+        config, data = _resumed_config(request, workspace, done)
+    else:
+        config, data = _fresh_config(request, workspace)
+    return TrainPlan(workspace, config, data, done, request.restart)
+
+
+def _resumed_config(request: TrainRequest, workspace: Workspace, done: int) -> tuple[RunConfig, DataDir]:
+    saved = load_config(workspace.config)
+    changed = {k: v for k, v in request.model.items() if getattr(saved.model, k) != v}
+    if changed:
+        name, value = next(iter(changed.items()))
+        raise UserError(
+            f"{workspace.root} holds a model with {name}={getattr(saved.model, name)!r}, not {value!r}; "
+            "use --restart to start over or another --model-dir"
+        )
+    data = DataDir(request.data_dir or saved.resolve_data_dir(workspace.root))
+    data.check_exists()
+    if data.manifest_sha256() != saved.data_manifest_sha256:
+        raise UserError(
+            f"{data.root} is not the data {workspace.root} was trained on; "
+            "use --restart to start over or another --model-dir"
+        )
+    config = replace(saved, training=replace(saved.training, **request.training), tool_version=__version__)
+    config.training.validate()
+    if config.training.epochs <= done:
+        raise UserError(
+            f"{workspace.root} is already trained for {done} epochs; ask for more with --epochs (the total)"
+        )
+    return config.with_data_dir(data.root, workspace.root), data
+
+
+def _fresh_config(request: TrainRequest, workspace: Workspace) -> tuple[RunConfig, DataDir]:
+    data = DataDir(request.data_dir or DEFAULT_DATA_DIR)
+    manifest = data.manifest()
+    model = ModelConfig(
+        **request.model,
+        source_vocab_size=manifest.vocab_size(manifest.source_lang),
+        target_vocab_size=manifest.vocab_size(manifest.target_lang),
+    )
+    model.validate(given=set(request.model))
+    config = RunConfig(
+        model=model, training=TrainingConfig(**request.training), data_manifest_sha256=data.manifest_sha256()
+    )
+    config.training.validate()
+    return config.with_data_dir(data.root, workspace.root), data
