@@ -12,19 +12,10 @@ import argparse
 import json
 import shutil
 import statistics
-import subprocess
 import sys
-import time
 from pathlib import Path
 
-
-def timed(command: list[str]) -> tuple[float, str]:
-    started = time.perf_counter()
-    run = subprocess.run(command, capture_output=True, text=True)
-    seconds = time.perf_counter() - started
-    if run.returncode:
-        sys.exit(f"{' '.join(command)} failed:\n{run.stderr[-2000:]}")
-    return seconds, run.stdout
+from timing import timed
 
 
 def main() -> None:

@@ -350,11 +350,12 @@ def log_softmax(x: np.ndarray) -> np.ndarray:
 
 
 class RecordingReporter:
-    """A Reporter that keeps every task (description, total, amount advanced) and note."""
+    """A Reporter that keeps every task (description, total, amount advanced), note and warning."""
 
     def __init__(self):
         self.tasks: list[dict] = []
         self.notes: list[str] = []
+        self.warnings: list[str] = []
         self.epochs: list[int] = []
 
     def task(self, description, total=None, unit=""):
@@ -378,6 +379,9 @@ class RecordingReporter:
 
     def note(self, message):
         self.notes.append(message)
+
+    def warn(self, message):
+        self.warnings.append(message)
 
     def epoch_end(self, epoch, metrics):
         self.epochs.append(epoch)

@@ -1,9 +1,17 @@
-"""nmt_cli.checkpoints: the resume point and what a resume forgets."""
+"""nmt_cli.checkpoints: positions, the resume points, what a resume forgets, and what the policy
+saves when (with stand-in models that record their saves)."""
 
 from __future__ import annotations
 
-from nmt_cli.checkpoints import forget_after, resume_point
-from nmt_cli.workspace import Workspace
+import json
+import math
+from types import SimpleNamespace
+
+import pytest
+
+from nmt_cli.checkpoints import CheckpointPolicy, Position, best_position, forget_after, resume_points
+from nmt_cli.files import sha256 as file_sha256
+from nmt_cli.workspace import Workspace, read_history
 
 
 def touch(path):
@@ -12,22 +20,109 @@ def touch(path):
     return path
 
 
-def test_resume_point_is_the_latest_epoch_checkpoint(tmp_path):
-    workspace = Workspace(tmp_path / "model")
-    assert resume_point(workspace) == 0
+class StandIn:
+    """Saves a small file where `model.save` would save a model."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def save(self, path):
+        path.write_text(self.name)
+
+
+@pytest.fixture
+def workspace(tmp_path) -> Workspace:
+    ws = Workspace(tmp_path / "model")
+    ws.checkpoints.mkdir(parents=True)
+    return ws
+
+
+def models():
+    return SimpleNamespace(training=StandIn("training"), encoder=StandIn("encoder"), decoder=StandIn("decoder"))
+
+
+def row(epoch: int, val_loss: float, val_bleu: float) -> dict:
+    values = dict(
+        loss=1.0, accuracy=0.5, val_accuracy=0.5, learning_rate=1e-3, seconds=1.0, tokens_per_second=10.0, steps=epoch
+    )
+    return {"epoch": epoch, "val_loss": val_loss, "val_bleu": val_bleu, **values}
+
+
+def test_positions_order_by_epochs_then_batches():
+    assert Position(2) < Position(2, 1) < Position(3) and Position() == Position(0, 0)
+    assert str(Position(3)) == "the end of epoch 3" and str(Position(3, 40)) == "epoch 4, batch 40"
+
+
+def test_resume_points_newest_first_with_a_point_inside_an_epoch(workspace):
+    assert resume_points(workspace) == []
     touch(workspace.best)
-    assert resume_point(workspace) == 0
+    assert resume_points(workspace) == []
     for epoch in (5, 10):
         touch(workspace.checkpoint(epoch))
-    assert resume_point(workspace) == 10
+    touch(workspace.resume_checkpoint)
+    assert resume_points(workspace)[0][0] == Position(10)  # no stamp: the file does not count yet
+    workspace.resume_stamp.write_text(json.dumps({"epochs": 10, "batches": 7}))
+    assert resume_points(workspace) == [
+        (Position(10, 7), workspace.resume_checkpoint),
+        (Position(10), workspace.checkpoint(10)),
+        (Position(5), workspace.checkpoint(5)),
+    ]
+    workspace.resume_checkpoint.unlink()
+    assert resume_points(workspace)[0] == (Position(10), workspace.checkpoint(10))
 
 
-def test_forget_after_drops_a_best_model_from_later_epochs(tmp_path):
-    workspace = Workspace(tmp_path / "model")
+def test_forget_after_drops_a_best_model_from_later(workspace):
     for path in (workspace.best, workspace.encoder, workspace.decoder):
         touch(path)
-    workspace.best_stamp.write_text('{"epoch": 7}\n')
-    forget_after(workspace, 7)
-    assert workspace.best.exists() and workspace.best_epoch() == 7
-    forget_after(workspace, 5)
+    workspace.best_stamp.write_text(json.dumps({"epoch": 8, "position": {"epochs": 7, "batches": 30}}))
+    forget_after(workspace, Position(7, 30))
+    assert workspace.best.exists() and best_position(workspace) == Position(7, 30)
+    forget_after(workspace, Position(7))
     assert not any(p.exists() for p in (workspace.best, workspace.encoder, workspace.decoder, workspace.best_stamp))
+
+
+def test_a_best_stamp_from_before_positions_is_an_epochs_end(workspace):
+    workspace.best_stamp.write_text('{"epoch": 7}\n')
+    assert best_position(workspace) == Position(7)
+
+
+def test_policy_saves_best_by_bleu_on_schedule_and_at_the_last_epoch(workspace):
+    policy = CheckpointPolicy(workspace, models(), [], save_every=2, best_by="bleu")
+    policy.epoch_end(row(1, 3.0, 10.0), Position(1), last=False)
+    assert json.loads(workspace.best_stamp.read_text())["epoch"] == 1
+    assert workspace.saved_epochs() == []
+    policy.epoch_end(row(2, 2.0, 9.0), Position(2), last=False)  # lower loss, lower BLEU: not best
+    assert json.loads(workspace.best_stamp.read_text())["epoch"] == 1
+    assert workspace.saved_epochs() == [2]
+    policy.epoch_end(row(3, 2.5, 12.0), Position(3), last=True)
+    stamp = json.loads(workspace.best_stamp.read_text())
+    digests = stamp.pop("sha256")
+    assert stamp == {"epoch": 3, "position": {"epochs": 3, "batches": 0}, "by": "bleu", "figure": 12.0}
+    assert digests == {path.name: file_sha256(path) for path in (workspace.best, workspace.encoder, workspace.decoder)}
+    assert workspace.saved_epochs() == [2, 3]
+    assert [r["epoch"] for r in read_history(workspace.history)] == [1, 2, 3]
+    assert workspace.encoder.read_text() == "encoder" and workspace.best.read_text() == "training"
+
+
+def test_policy_by_loss_and_patience_count(workspace):
+    policy = CheckpointPolicy(workspace, models(), [], save_every=5, best_by="loss")
+    for epoch, loss in enumerate((3.0, 2.0, 2.5, 2.6), start=1):
+        policy.epoch_end(row(epoch, loss, math.nan), Position(epoch), last=False)
+    assert json.loads(workspace.best_stamp.read_text())["epoch"] == 2
+    assert policy.epochs_since_best == 2
+
+
+def test_a_stop_inside_an_epoch_saves_a_resume_point_that_a_later_epoch_removes(workspace):
+    policy = CheckpointPolicy(workspace, models(), [], save_every=5, best_by="bleu")
+    policy.epoch_end(row(4, 2.0, 20.0), Position(3, 17), last=True)
+    assert resume_points(workspace) == [(Position(3, 17), workspace.resume_checkpoint)]
+    assert best_position(workspace) == Position(3, 17)
+    policy.epoch_end(row(4, 1.9, 21.0), Position(4), last=True)
+    assert resume_points(workspace) == [(Position(4), workspace.checkpoint(4))]
+    assert not workspace.resume_stamp.exists() and not workspace.resume_checkpoint.exists()
+
+
+def test_the_best_so_far_comes_from_the_history(workspace):
+    earlier = [row(1, 2.0, 15.0), row(2, 1.8, math.nan)]
+    policy = CheckpointPolicy(workspace, models(), list(earlier), save_every=5, best_by="bleu")
+    assert not policy.improves(row(3, 1.0, 14.0)) and policy.improves(row(3, 1.0, 15.5))

@@ -7,13 +7,17 @@ stderr warnings and real stdin run `python -m nmt_cli` in a subprocess, as a use
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
 import subprocess
 import sys
 import traceback
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from conftest import assert_one_line_error, nmt
@@ -254,15 +258,24 @@ def test_evaluate_missing_model_dir_exits_2(tmp_path):
 
 
 def test_long_input_is_translated_with_a_warning(model):
-    letters = " ".join("abcdefghij"[(i * 7) % 10] for i in range(60))
+    letters = " ".join("abcdefghij"[(i * 7) % 10] for i in range(40))
     completed = nmt("translate", "--model-dir", model, "--beam-size", "1", letters)
     assert completed.returncode == 0, completed.stderr
     assert len(lines_of(completed.stdout)) == 1
     assert completed.stdout.strip() != ""
-    assert "Traceback" not in completed.stderr
-    warning = " ".join(completed.stderr.split())
-    assert "warning:" in warning
-    assert "more than any training sentence" in warning
+    (warning,) = completed.stderr.strip().splitlines()
+    assert warning.startswith("warning:") and "more than any training sentence" in warning
+    assert warning.endswith("translated whole, but quality may suffer")
+
+
+def test_input_far_beyond_the_trained_length_is_translated_in_parts(model):
+    sentence = " ".join("abcdefghij"[(i * 7) % 10] for i in range(5)) + " ."
+    completed = nmt("translate", "--model-dir", model, "--beam-size", "1", " ".join([sentence] * 400))
+    assert completed.returncode == 0, completed.stderr
+    assert len(lines_of(completed.stdout)) == 1
+    (warning,) = completed.stderr.strip().splitlines()
+    parts = int(warning.split(" in ")[-1].split()[0])
+    assert parts > 1 and warning.endswith("parts split at sentence ends")
 
 
 def test_short_input_gives_no_warning_in_process(model):
@@ -392,17 +405,88 @@ def test_output_file_is_complete_or_absent(model, reference, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.txt"]
 
 
-def test_invalid_utf8_on_stdin_is_one_line_error(model):
+def test_invalid_utf8_on_stdin_loses_no_line(model, reference):
+    completed = nmt("translate", "--model-dir", model, input=b"a b c\n\xff\xfe d\ne f\n")
+    assert completed.returncode == 0, completed.stderr
+    out = completed.stdout.decode("utf-8").split("\n")[:-1]
+    assert len(out) == 3
+    assert [out[0], out[2]] == reference(model, ["a b c", "e f"])
+    (warning,) = completed.stderr.decode().strip().splitlines()
+    assert warning == "warning: stdin 2 is not valid UTF-8: its invalid bytes were replaced with U+FFFD"
+
+
+def test_an_argument_that_is_not_utf8_is_translated_with_a_warning(model):
     completed = subprocess.run(
-        [sys.executable, "-m", "nmt_cli", "translate", "--model-dir", str(model)],
-        input=b"a b c\n\xff\xfe\n",
+        [sys.executable, "-m", "nmt_cli", "translate", "--model-dir", str(model), b"a \xff b", "c d"],
         capture_output=True,
     )
-    assert completed.returncode == 2
-    assert (
-        completed.stderr.decode().strip().splitlines()[-1]
-        == "error: stdin line 2 is not valid UTF-8; convert the input to UTF-8"
+    assert completed.returncode == 0, completed.stderr
+    assert len(completed.stdout.decode("utf-8").split("\n")[:-1]) == 2
+    assert completed.stderr.decode().strip() == (
+        "warning: argument 1 is not valid UTF-8: its invalid bytes were replaced with U+FFFD"
     )
+
+
+def test_json_escapes_the_separators_that_split_lines(model):
+    result = ok("translate", "--model-dir", model, "--json", "a\u2028b\u0085c\u2029d")
+    (record,) = result.stdout.split("\n")[:-1]
+    assert not {"\u2028", "\u2029", "\u0085"} & set(record)
+    assert json.loads(record)["source"] == "a\u2028b\u0085c\u2029d"
+
+
+def test_output_into_a_symlink_writes_its_target(model, reference, tmp_path):
+    target = tmp_path / "real.txt"
+    target.write_text("old\n", encoding="utf-8")
+    link = tmp_path / "link.txt"
+    link.symlink_to(target)
+    ok("translate", "--model-dir", model, "--output", link, "a b c")
+    assert link.is_symlink() and target.read_text(encoding="utf-8") == reference(model, ["a b c"])[0] + "\n"
+
+
+def test_output_into_a_fifo_is_streamed(model, reference, tmp_path):
+    import threading
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    received = []
+    reader = threading.Thread(target=lambda: received.append(fifo.read_text(encoding="utf-8")))
+    reader.start()
+    ok("translate", "--model-dir", model, "--output", fifo, "a b c")
+    reader.join(timeout=30)
+    assert received == [reference(model, ["a b c"])[0] + "\n"] and not fifo.is_file()
+
+
+@pytest.mark.parametrize("command", ["translate", "evaluate"])
+def test_output_folders_are_made_by_both_commands(model, tmp_path, command):
+    output = tmp_path / "a" / "b" / "out.txt"
+    ok(
+        command,
+        "--model-dir",
+        model,
+        "--output",
+        output,
+        *(["a b c"] if command == "translate" else ["--beam-size", "1"]),
+    )
+    assert output.is_file()
+
+
+def test_a_closed_pipe_ends_quietly(model):
+    lines = "".join(f"{'abcdefghij'[i % 10]} {'abcdefghij'[(i * 3) % 10]}\n" for i in range(3000))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "nmt_cli", "translate", "--model-dir", model, "--beam-size", "1"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    process.stdin.write(lines.encode())
+    process.stdin.close()
+    process.stdout.readline()
+    process.stdout.close()  # as `| head -1` does
+    returncode = process.wait(timeout=300)
+    stderr = process.stderr.read().decode()
+    process.stderr.close()
+    assert returncode == 128 + signal.SIGPIPE, stderr
+    assert stderr == ""
 
 
 def test_unknown_sacrebleu_tokenizer_is_refused(tmp_path):
@@ -412,3 +496,21 @@ def test_unknown_sacrebleu_tokenizer_is_refused(tmp_path):
         "evaluate", "--hypotheses", tmp_path / "h.txt", "--references", tmp_path / "r.txt", "--tokenize", "nope"
     )
     assert_one_line_error(completed, "unknown --tokenize 'nope'")
+
+
+# Any text a user may paste: every Unicode character but lone surrogates (which no UTF-8 carries).
+PASTED = st.text(st.characters(blacklist_categories=("Cs",)), max_size=80).map(lambda t: t.replace("\n", " "))
+
+
+@settings(max_examples=30, deadline=None)
+@given(lines=st.lists(PASTED, min_size=1, max_size=4), as_json=st.booleans())
+def test_any_text_in_gives_one_line_out_per_line(model, lines, as_json):
+    stdin = "".join(line + "\n" for line in lines)
+    result = invoke(
+        "translate", "--model-dir", model, "--beam-size", "1", *(["--json"] if as_json else []), input=stdin
+    )
+    assert result.exit_code == 0, result.output
+    out = result.stdout.split("\n")
+    assert out[-1] == "" and len(out) - 1 == len(lines)
+    if as_json:
+        assert [json.loads(record)["source"] for record in out[:-1]] == [line.rstrip("\r") for line in lines]

@@ -13,12 +13,12 @@ from nmt_cli.corpus import (
     DEFAULT_CORPUS,
     catalogue,
     download,
-    file_sha256,
     locate_splits,
     read_lines,
     read_parallel,
 )
 from nmt_cli.errors import UserError
+from nmt_cli.files import sha256 as file_sha256
 from nmt_cli.progress import Reporter
 
 

@@ -215,34 +215,39 @@ def test_dataset_dtypes_and_spec(small):
     assert dec.shape == out.shape and enc.shape[0] == dec.shape[0]
 
 
-def test_dataset_passes_are_successive_epochs(small):
+def test_a_dataset_is_one_epoch_and_every_pass_is_the_same(small):
     batches = ParallelBatches(*small, batch_size=8, seed=1, shuffle=True)
     assert not np.array_equal(flat(batches.plan(0)), flat(batches.plan(1)))
-    dataset = batches.dataset()
-    assert_same_epoch(collect(dataset), expected_epoch(batches, 0))
-    assert_same_epoch(collect(dataset), expected_epoch(batches, 1))
-    assert_same_epoch(collect(dataset), expected_epoch(batches, 2))
+    for epoch in (0, 3):
+        dataset = batches.dataset(epoch)
+        assert_same_epoch(collect(dataset), expected_epoch(batches, epoch))
+        assert_same_epoch(collect(dataset), expected_epoch(batches, epoch))
 
 
-def test_dataset_first_epoch(small):
+def test_a_resumed_epoch_leaves_out_the_batches_it_had_seen(small):
     batches = ParallelBatches(*small, batch_size=8, seed=1, shuffle=True)
-    dataset = batches.dataset(first_epoch=3)
-    assert_same_epoch(collect(dataset), expected_epoch(batches, 3))
-    assert_same_epoch(collect(dataset), expected_epoch(batches, 4))
+    dataset = batches.dataset(2, skip=5)
+    assert int(dataset.cardinality()) == len(batches.plan(2)) - 5
+    assert_same_epoch(collect(dataset), expected_epoch(batches, 2)[5:])
 
 
 @pytest.mark.parametrize("shuffle", [True, False])
 def test_dataset_cardinality_is_the_plan_length(small, shuffle):
     batches = ParallelBatches(*small, batch_size=8, seed=1, shuffle=shuffle)
     dataset = batches.dataset()
-    assert (
-        int(dataset.cardinality())
-        == batches.batches_per_epoch
-        == len(batches.plan(0))
-        == len(batches.plan(3))
-        == -(-len(small[0]) // 8)
-    )
-    assert len(collect(dataset)) == len(batches.plan(1))
+    assert int(dataset.cardinality()) == batches.batches_per_epoch == len(batches.plan(0)) == -(-len(small[0]) // 8)
+    assert len(collect(dataset)) == len(batches.plan(0))
+
+
+def test_token_batches_fill_their_budget_and_cover_every_pair(small):
+    batches = ParallelBatches(*small, batch_size=8, seed=1, shuffle=True, batch_tokens=64)
+    plan = batches.plan(0)
+    assert sorted(flat(plan)) == list(range(len(small[0])))
+    for batch in plan:
+        (encoder_in, decoder_in), _ = teacher_forcing_arrays([small[0][i] for i in batch], [small[1][i] for i in batch])
+        cost = len(batch) * max(encoder_in.shape[1], decoder_in.shape[1])
+        assert cost <= 64 or len(batch) == 1
+    assert int(batches.dataset(0).cardinality()) == len(plan)
 
 
 def test_target_tokens_counts_eos(small):

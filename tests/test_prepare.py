@@ -18,9 +18,10 @@ import nmt_cli.corpus
 import nmt_cli.prepare
 from nmt_cli import __version__
 from nmt_cli.config import PrepareOptions
-from nmt_cli.corpus import KnownCorpus, catalogue, file_sha256
+from nmt_cli.corpus import KnownCorpus, catalogue
 from nmt_cli.datadir import MANIFEST, DataDir
 from nmt_cli.errors import UserError
+from nmt_cli.files import sha256 as file_sha256
 from nmt_cli.prepare import prepare
 from nmt_cli.progress import Reporter
 from nmt_cli.tokenizer import Tokenizer
@@ -145,7 +146,8 @@ def test_manifest_vocabulary(dirty_prepared):
     assert set(vocabulary) == {"en", "ja"}
     for lang, info in vocabulary.items():
         actual = Tokenizer.load(data_dir / f"spm.{lang}.model").vocab_size
-        assert info == {"requested": VOCAB, "actual": actual, "model": f"spm.{lang}.model"}
+        digest = file_sha256(data_dir / f"spm.{lang}.model")
+        assert info == {"requested": VOCAB, "actual": actual, "model": f"spm.{lang}.model", "sha256": digest}
         assert 260 < actual < VOCAB
     # Asking for more than the text supports is reported, not an error.
     notes = dirty_prepared["reporter"].notes
@@ -592,6 +594,21 @@ def test_cli_prepare_real_corpus_end_to_end(tmp_path, corpus_dir):
     for lang in ("en", "ja"):
         assert 260 < manifest.vocabulary[lang]["actual"] <= 8000
     assert (data_dir / "dev.en").read_bytes() == (corpus_dir / "dev.en").read_bytes()
+    # The model writes the corpus' own characters: every dev reference survives encode -> decode.
+    target = Tokenizer.load(DataDir(data_dir).tokenizer("ja"))
+    references = (corpus_dir / "dev.ja").read_text(encoding="utf-8").splitlines()
+    assert target.decode(target.encode(references)) == references
+
+
+def test_the_target_side_keeps_its_characters_and_the_source_side_folds_them(tmp_path, make_pairs, write_corpus):
+    pairs = [("ｔｈｅ １０ cats .", "猫 は １０ 匹 です 。")] * 30 + make_pairs(100, seed=4)
+    folder = write_corpus(tmp_path / "corpus", pairs, pairs[:5])
+    data_dir = tmp_path / "data"
+    prepare(PrepareOptions(data_dir=data_dir, source=str(folder), vocab_size=VOCAB))
+    data = DataDir(data_dir)
+    source, target = (Tokenizer.load(data.tokenizer(lang)) for lang in ("en", "ja"))
+    assert target.decode(target.encode(["猫 は １０ 匹 です 。"])) == ["猫 は １０ 匹 です 。"]
+    assert source.decode(source.encode(["ｔｈｅ １０ cats ."])) == ["the 10 cats ."]  # NFKC: what input varies in
 
 
 def test_empty_dev_split_is_refused(tmp_path):

@@ -10,6 +10,8 @@ import pytest
 
 from conftest import run_training
 from nmt_cli.config import load_config
+from nmt_cli.datadir import DataDir
+from nmt_cli.dataset import ParallelBatches
 from nmt_cli.errors import UserError
 from nmt_cli.plan import TrainRequest
 from nmt_cli.workspace import HISTORY_FIELDS, Workspace, read_history
@@ -19,8 +21,11 @@ SMALL = {"units": 32, "embedding_dim": 16, "dropout": 0.0}
 
 def _train(model_dir: Path, data_dir: Path | None, epochs: int, save_every: int, **options) -> list[dict]:
     model = {**SMALL, **{k: v for k, v in options.items() if k in ("arch", "units", "embedding_dim", "dropout")}}
-    training = {"epochs": epochs, "save_every": save_every, "batch_size": 32}
-    training.update({k: v for k, v in options.items() if k in ("seed", "learning_rate", "label_smoothing")})
+    # By validation loss unless a test says otherwise: BLEU every epoch costs a search.
+    training = {"epochs": epochs, "save_every": save_every, "batch_size": 32, "best_by": "loss"}
+    training.update(
+        {k: v for k, v in options.items() if k in ("seed", "learning_rate", "label_smoothing", "best_by", "patience")}
+    )
     request = TrainRequest(
         model_dir=model_dir, data_dir=data_dir, model=model, training=training, restart=options.get("restart", False)
     )
@@ -133,7 +138,7 @@ def test_progress_has_a_bar_for_the_whole_run_and_one_per_epoch(tmp_path, revers
     assert [task["description"] for task in epochs] == ["epoch 2/3", "epoch 3/3"]
     assert whole["total"] == whole["done"] == sum(task["total"] for task in epochs) > 0
     assert not any(task["open"] for task in reporter.tasks)
-    assert reporter.epochs == [2, 3] and any("resuming from epoch 1" in note for note in reporter.notes)
+    assert reporter.epochs == [2, 3] and any("resuming from the end of epoch 1" in note for note in reporter.notes)
 
 
 def test_the_data_directory_is_found_from_anywhere(tmp_path, reversal_data, monkeypatch):
@@ -168,3 +173,50 @@ def test_a_model_directory_from_before_keeps_its_data(tmp_path, reversal_data, m
     raw["data_dir"] = "data"
     config_file.write_text(json.dumps(raw))
     assert load_config(config_file).resolve_data_dir(Path("model")) == Path("data")
+
+
+def test_time_budget_stops_inside_an_epoch_and_a_resume_goes_on_from_there(tmp_path, reversal_data):
+    from conftest import RecordingReporter
+    from nmt_cli.checkpoints import Position, resume_points
+
+    model_dir = tmp_path / "model"
+    # 6 s of budget is less than the 30 s kept in reserve for the final validation before any
+    # has been timed: the run stops after its first step.
+    training = {"epochs": 2, "batch_size": 32, "best_by": "loss"}
+    stopped = run_training(TrainRequest(model_dir, reversal_data, SMALL, {**training, "time_budget": 0.1}))
+    assert stopped.stopped_by == "time budget" and stopped.position == Position(0, 1)
+    workspace = Workspace(model_dir)
+    assert resume_points(workspace)[0] == (Position(0, 1), workspace.resume_checkpoint)
+    assert workspace.best.exists() and [row["epoch"] for row in stopped.history] == [1]
+
+    reporter = RecordingReporter()
+    finished = run_training(TrainRequest(model_dir, None, {}, {"time_budget": 0.0}), reporter)
+    assert finished.stopped_by is None and finished.position == Position(2)
+    first_epoch, second_epoch = reporter.tasks[1:]
+    plan = len(ParallelBatches(*DataDir(reversal_data).load_split("train"), 32, 1234, shuffle=True).plan(0))
+    assert first_epoch["total"] == first_epoch["done"] == plan - 1  # the batches the first run had not reached
+    assert second_epoch["done"] == plan
+    assert [row["epoch"] for row in read_history(workspace.history)] == [1, 2]
+    assert not workspace.resume_checkpoint.exists() and not workspace.resume_stamp.exists()
+    assert any("resuming from epoch 1, batch 1" in note for note in reporter.notes)
+
+
+def test_validation_bleu_is_recorded_and_picks_the_best(tmp_path, reversal_data):
+    import json
+
+    model_dir = tmp_path / "model"
+    history = _train(model_dir, reversal_data, epochs=3, save_every=3, best_by="bleu", learning_rate=0.01)
+    bleus = [row["val_bleu"] for row in history]
+    assert all(0 <= bleu <= 100 for bleu in bleus)
+    stamp = json.loads(Workspace(model_dir).best_stamp.read_text())
+    assert stamp["by"] == "bleu" and stamp["figure"] == max(bleus)
+    assert stamp["epoch"] == 1 + bleus.index(max(bleus))
+
+
+def test_patience_stops_when_the_figure_stops_improving(tmp_path, reversal_data):
+    # At a learning rate of 1e-7 the translations, and so BLEU, do not change after epoch 1.
+    history = _train(
+        tmp_path / "model", reversal_data, epochs=10, save_every=10, learning_rate=1e-7, patience=2, best_by="bleu"
+    )
+    assert len(history) == 3
+    assert Workspace(tmp_path / "model").saved_epochs() == [3]

@@ -1,3 +1,3 @@
 """nmt: neural machine translation from the command line, on the Keras functional API."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

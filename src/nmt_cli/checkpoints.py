@@ -1,17 +1,20 @@
 """What is saved when, and where a resumed run starts.
 
-At the end of every epoch, in this order:
+Training moves through positions: complete epochs, and batches into the next one. At the end
+of every epoch, in this order:
 
 1. `history.csv`, with every epoch so far;
-2. if the epoch is the best so far (lowest validation loss): `checkpoints/best.keras`, the
-   inference models `encoder.keras` and `decoder.keras`, then `checkpoints/best.json` naming the
-   epoch;
-3. every `save_every` epochs, and after the last one: `checkpoints/epoch-N.keras`.
+2. if the epoch is the best so far (highest validation BLEU, or lowest validation loss, as
+   `--best-by` says): `checkpoints/best.keras`, the inference models `encoder.keras` and
+   `decoder.keras`, then `checkpoints/best.json` naming the epoch, its position and its figure;
+3. every `save_every` epochs, and after the run's last: `checkpoints/epoch-N.keras`.
 
-An epoch checkpoint is written last because it is what marks an epoch complete: a run resumes
-from the latest one (`resume_point`), and whatever a killed run wrote after it (history rows,
-a best model of a later epoch) is dropped (`forget_after`). Every file goes through `files`, so
-none is ever seen half-written.
+A run that stops inside an epoch (its time budget is spent, or it is interrupted) saves
+`checkpoints/resume.keras`, then `resume.json` with its position. A checkpoint file is written
+before the stamp or name that makes it count, so whatever a killed run leaves, the newest
+complete checkpoint is where the next run resumes (`resume_points`), and what a killed run
+wrote after it (history rows, a best model from later) is dropped (`forget_after`). Every file
+goes through `files`, so none is ever seen half-written.
 
 The policy is plain Python, called by whatever loop trains (Keras `fit` through a callback, or a
 custom distributed loop): it imports no TensorFlow, so a run can be planned before loading it.
@@ -20,6 +23,9 @@ custom distributed loop): it imports no TensorFlow, so a run can be planned befo
 from __future__ import annotations
 
 import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from nmt_cli import files
@@ -29,37 +35,121 @@ if TYPE_CHECKING:
     from nmt_cli.models.base import Seq2SeqModels
 
 
-def resume_point(workspace: Workspace) -> int:
-    """The latest complete epoch: 0 when none is."""
-    epochs = workspace.saved_epochs()
-    return epochs[-1] if epochs else 0
+@dataclass(frozen=True, order=True)
+class Position:
+    """How far training has got: `epochs` complete, and `batches` into the next one."""
+
+    epochs: int = 0
+    batches: int = 0
+
+    def __str__(self) -> str:
+        if not self.batches:
+            return f"the end of epoch {self.epochs}"
+        return f"epoch {self.epochs + 1}, batch {self.batches}"
+
+    def to_json(self) -> dict[str, int]:
+        return {"epochs": self.epochs, "batches": self.batches}
 
 
-def forget_after(workspace: Workspace, epoch: int) -> None:
-    """A resume from `epoch` drops later epochs: a best model from one of them goes too."""
-    best = workspace.best_epoch()
-    if best is not None and best > epoch:
+def _read_json(path: Path) -> dict | None:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def resume_points(workspace: Workspace) -> list[tuple[Position, Path]]:
+    """Every saved position with its checkpoint file, the newest first."""
+    points = [(Position(epoch), workspace.checkpoint(epoch)) for epoch in workspace.saved_epochs()]
+    stamp = _read_json(workspace.resume_stamp)
+    if stamp is not None and workspace.resume_checkpoint.is_file():
+        try:
+            points.append((Position(int(stamp["epochs"]), int(stamp["batches"])), workspace.resume_checkpoint))
+        except (KeyError, TypeError, ValueError):
+            pass
+    return sorted(points, reverse=True)
+
+
+def best_position(workspace: Workspace) -> Position | None:
+    """Where the weights of best.keras were saved (stamps from before positions: an epoch's end)."""
+    stamp = _read_json(workspace.best_stamp)
+    try:
+        return Position(**stamp["position"]) if "position" in stamp else Position(int(stamp["epoch"]))
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def forget_after(workspace: Workspace, position: Position) -> None:
+    """A resume from `position` drops what came later: a best model, a newer resume point."""
+    best = best_position(workspace)
+    if best is not None and best > position:
         for path in (workspace.best_stamp, workspace.best, workspace.encoder, workspace.decoder):
             path.unlink(missing_ok=True)
+    newest = resume_points(workspace)
+    if newest and newest[0][0] > position:
+        workspace.resume_stamp.unlink(missing_ok=True)
+        workspace.resume_checkpoint.unlink(missing_ok=True)
+
+
+def figure_of(row: dict[str, float], best_by: str) -> float:
+    """The figure `--best-by` ranks epochs by, as a score where higher is better."""
+    return row["val_bleu"] if best_by == "bleu" else -row["val_loss"]
 
 
 class CheckpointPolicy:
-    """Writes the files above at the end of each epoch; `history` holds the rows of earlier epochs."""
+    """Writes the files above; `history` holds the rows of the epochs before the run's start."""
 
-    def __init__(self, workspace: Workspace, models: Seq2SeqModels, history: list[dict], save_every: int, epochs: int):
+    def __init__(self, workspace: Workspace, models: Seq2SeqModels, history: list[dict], save_every: int, best_by: str):
         self.workspace, self.models, self.history = workspace, models, history
-        self.save_every, self.epochs = save_every, epochs
-        self.best_val_loss = min((row["val_loss"] for row in history), default=float("inf"))
+        self.save_every, self.best_by = save_every, best_by
+        figures = [figure_of(row, best_by) for row in history]
+        figures = [f for f in figures if not math.isnan(f)]
+        self.best = max(figures, default=-math.inf)
+        self.epochs_since_best = 0
 
-    def epoch_end(self, row: dict[str, float]) -> None:
+    def improves(self, row: dict[str, float]) -> bool:
+        return figure_of(row, self.best_by) > self.best
+
+    def epoch_end(self, row: dict[str, float], position: Position, last: bool) -> None:
+        """Record an epoch (or, at a position inside an epoch, the part of it that ran)."""
         self.history.append(row)
-        number = int(row["epoch"])
         write_history(self.workspace.history, self.history)
-        if row["val_loss"] < self.best_val_loss:
-            self.best_val_loss = row["val_loss"]
-            files.save_model(self.models.training, self.workspace.best)
-            files.save_model(self.models.encoder, self.workspace.encoder)
-            files.save_model(self.models.decoder, self.workspace.decoder)
-            files.write_text(self.workspace.best_stamp, json.dumps({"epoch": number}) + "\n")
-        if number % self.save_every == 0 or number == self.epochs:
-            files.save_model(self.models.training, self.workspace.checkpoint(number))
+        if self.improves(row):
+            self.best, self.epochs_since_best = figure_of(row, self.best_by), 0
+            self._save_best(row, position)
+        else:
+            self.epochs_since_best += 1
+        if position.batches:
+            self.save_resume_point(position)
+        elif position.epochs % self.save_every == 0 or last:
+            self.save_epoch(position)
+
+    def _save_best(self, row: dict[str, float], position: Position) -> None:
+        # The stamp goes first and comes back last, listing the three files' digests: a run
+        # killed in between leaves files that are not claimed to belong together.
+        self.workspace.best_stamp.unlink(missing_ok=True)
+        saved = {}
+        for model, path in ((self.models.training, self.workspace.best), *self._inference_files()):
+            files.save_model(model, path)
+            saved[path.name] = files.sha256(path)
+        stamp = {"epoch": int(row["epoch"]), "position": position.to_json(), "by": self.best_by, "figure": self.best}
+        files.write_text(self.workspace.best_stamp, json.dumps({**stamp, "sha256": saved}) + "\n")
+
+    def _inference_files(self):
+        return ((self.models.encoder, self.workspace.encoder), (self.models.decoder, self.workspace.decoder))
+
+    def save_epoch(self, position: Position) -> None:
+        """The checkpoint of a complete epoch, if not saved yet; a resume point it passes goes."""
+        path = self.workspace.checkpoint(position.epochs)
+        if not path.exists():
+            files.save_model(self.models.training, path)
+        self.workspace.resume_stamp.unlink(missing_ok=True)
+        self.workspace.resume_checkpoint.unlink(missing_ok=True)
+
+    def save_resume_point(self, position: Position) -> Path:
+        """A checkpoint inside an epoch: the model (weights and optimizer state), then its stamp."""
+        self.workspace.resume_stamp.unlink(missing_ok=True)
+        files.save_model(self.models.training, self.workspace.resume_checkpoint)
+        files.write_text(self.workspace.resume_stamp, json.dumps(position.to_json()) + "\n")
+        return self.workspace.resume_checkpoint

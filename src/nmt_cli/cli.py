@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import inspect
 import os
+import signal
 import sys
+import time
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import MISSING, Field, fields
@@ -183,22 +185,43 @@ def prepare(**values: Any) -> None:
 )
 def train(**values: Any) -> None:
     """Train an encoder-decoder on prepared data, saving checkpoints as it goes."""
+    started = time.monotonic()  # a --time-budget counts from here
     from nmt_cli import console
     from nmt_cli.config import read_options_file, split_options
     from nmt_cli.plan import TrainRequest, plan_training
+    from nmt_cli.workspace import Workspace
 
     options = _of(TrainOptions, values)
     chosen = read_options_file(options.config) if options.config else {}
     chosen.update(_given(values, (*MODEL_OPTIONS, *(item.name for item in fields(TrainingConfig)))))
     model_options, training_options = split_options(chosen)
     data_dir = options.data_dir or (Path(chosen["data_dir"]) if "data_dir" in chosen else None)
-    plan = plan_training(TrainRequest(options.model_dir, data_dir, model_options, training_options, options.restart))
+    with Workspace(options.model_dir).lock():
+        plan = plan_training(
+            TrainRequest(options.model_dir, data_dir, model_options, training_options, options.restart)
+        )
+        result = _run_training(plan, started)
+    console.say(console.training_summary(result, str(options.model_dir)))
+
+
+def _run_training(plan, started: float):
+    from nmt_cli import console
 
     _load_tensorflow()
+    from nmt_cli.training import Interrupted
     from nmt_cli.training import train as run_training
 
-    result = run_training(plan, console.RichReporter())
-    console.say(console.training_summary(result, str(options.model_dir)))
+    try:
+        return run_training(plan, console.RichReporter(), started)
+    except Interrupted as stop:
+        console.stderr.print(
+            f"stopped by {signal.Signals(stop.signal_number).name} at {stop.position}: saved {stop.checkpoint}; "
+            "run the same `nmt train` command to resume from there",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise SystemExit(128 + stop.signal_number) from None
 
 
 @app.command(cls=_Command)
@@ -308,13 +331,14 @@ def translate(texts: list[str] | None = None, **values: Any) -> None:
 
     translator = Translator(options.model_dir, options.checkpoint)
 
-    def warn_long(line: str, pieces: int, trained: int) -> None:
+    def warn_long(line: str, pieces: int, trained: int, parts: int) -> None:
         excerpt = line if len(line) <= 40 else line[:37] + "..."
+        how = "whole, but quality may suffer" if parts == 1 else f"in {parts} parts split at sentence ends"
         console.stderr.print(
-            f"warning: {excerpt!r} has {pieces} pieces, more than any training sentence ({trained}); "
-            "it is translated whole, but quality may suffer",
+            f"warning: {excerpt!r} has {pieces} pieces, more than any training sentence ({trained}); translated {how}",
             markup=False,
             highlight=False,
+            soft_wrap=True,
         )
 
     reading_stdin = options.input is None and not (texts and texts != ["-"])
@@ -322,7 +346,9 @@ def translate(texts: list[str] | None = None, **values: Any) -> None:
         if options.input is not None:
             lines = _utf8_lines(stack.enter_context(open(options.input, "rb")), str(options.input))
         elif not reading_stdin:
-            lines = iter(texts)
+            # Arguments that were not UTF-8 reach Python with their bytes escaped (surrogateescape).
+            arguments = (text.encode("utf-8", "surrogateescape") for text in texts)
+            lines = _utf8_lines((raw + b"\n" for raw in arguments), "argument")
         else:
             lines = _utf8_lines(sys.stdin.buffer, "stdin")
         results = translator.translate(
@@ -335,20 +361,41 @@ def translate(texts: list[str] | None = None, **values: Any) -> None:
             # Someone typing wants each answer at once; a pipe is translated in large batches.
             chunk_lines=1 if reading_stdin and sys.stdin.isatty() else None,
         )
+        if options.output is not None:
+            options.output.parent.mkdir(parents=True, exist_ok=True)
         output = sys.stdout if options.output is None else stack.enter_context(files.atomic_writer(options.output))
-        for result in results:
-            output.write(console.translation_lines(result, options.n_best, options.as_json))
-            if options.output is None:
-                output.flush()
+        try:
+            for result in results:
+                output.write(console.translation_lines(result, options.n_best, options.as_json))
+                if options.output is None:
+                    output.flush()
+        except BrokenPipeError:
+            # The reader went away (`nmt translate ... | head -1`): stop quietly, as a writer
+            # killed by SIGPIPE does; nothing more may reach the closed stdout.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise SystemExit(128 + signal.SIGPIPE) from None
 
 
 def _utf8_lines(stream, name: str):
-    """Lines split on \\n only (as `nmt prepare` reads files), without their line ends."""
+    """Lines split on \\n only (as `nmt prepare` reads files), without their line ends.
+
+    Bytes that are not UTF-8 become U+FFFD, with a warning naming the line: the line is still
+    translated (one line out for each line in), and so is every other.
+    """
+    from nmt_cli import console
+
     for number, raw in enumerate(stream, 1):
         try:
-            yield raw.decode("utf-8").rstrip("\r\n")
+            text = raw.decode("utf-8")
         except UnicodeDecodeError:
-            raise UserError(f"{name} line {number} is not valid UTF-8; convert the input to UTF-8") from None
+            text = raw.decode("utf-8", errors="replace")
+            console.stderr.print(
+                f"warning: {name} {number} is not valid UTF-8: its invalid bytes were replaced with U+FFFD",
+                markup=False,
+                highlight=False,
+                soft_wrap=True,
+            )
+        yield text.rstrip("\r\n")
 
 
 def main() -> None:
@@ -380,6 +427,9 @@ def _leave(code: int | str | None) -> None:
     if isinstance(code, str):
         print(code, file=sys.stderr)
         code = 1
-    sys.stdout.flush()
-    sys.stderr.flush()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except BrokenPipeError:
+            pass
     os._exit(code or 0)

@@ -218,7 +218,8 @@ class TrainingConfig:
     )
     best_by: str = option(
         "bleu",
-        "Which validation figure picks checkpoints/best.keras: dev BLEU (greedy search) or loss.",
+        "Which validation figure picks checkpoints/best.keras: dev BLEU (greedy search, computed every epoch) "
+        "or loss (BLEU is then not computed).",
         choices=("bleu", "loss"),
     )
     patience: int = option(

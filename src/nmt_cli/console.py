@@ -97,7 +97,10 @@ class RichReporter(Reporter):
                 self._progress = None
 
     def note(self, message: str) -> None:
-        self.console.print(f"note: {message}", markup=False, highlight=False)
+        self.console.print(f"note: {message}", markup=False, highlight=False, soft_wrap=True)
+
+    def warn(self, message: str) -> None:
+        self.console.print(f"warning: {message}", markup=False, highlight=False, soft_wrap=True)
 
     def epoch_end(self, epoch: int, metrics: dict[str, float]) -> None:
         if not self._epoch_header_shown:
@@ -114,6 +117,7 @@ EPOCH_COLUMNS = [
     ("accuracy", "acc", 8, ".4f"),
     ("val_loss", "val_loss", 10, ".4f"),
     ("val_accuracy", "val_acc", 9, ".4f"),
+    ("val_bleu", "val_bleu", 9, ".2f"),
     ("learning_rate", "lr", 10, ".2e"),
     ("seconds", "seconds", 9, ".1f"),
     ("tokens_per_second", "tok/s", 9, ".0f"),
@@ -160,10 +164,15 @@ def prepare_summary(manifest, rebuilt: bool, data_dir: str) -> Table:
 
 def training_summary(result, model_dir: str) -> str:
     last = result.history[-1]
-    best = min(result.history, key=lambda row: row["val_loss"])
+    by = result.config.training.best_by
+    key = "val_bleu" if by == "bleu" else "val_loss"
+    scored = [row for row in result.history if row[key] == row[key]]  # NaN: an epoch from before BLEU was kept
+    best = (max if by == "bleu" else min)(scored, key=lambda row: row[key]) if scored else last
+    stopped = f" (stopped by {result.stopped_by})" if result.stopped_by else ""
     return (
-        f"trained {model_dir} to epoch {int(last['epoch'])}: val_loss {last['val_loss']:.4f}, "
-        f"val_acc {last['val_accuracy']:.4f}; best val_loss {best['val_loss']:.4f} at epoch {int(best['epoch'])}"
+        f"trained {model_dir} to {result.position}{stopped}: val_loss {last['val_loss']:.4f}, "
+        f"val_bleu {last['val_bleu']:.2f}; best {key} {best[key]:.4g} at epoch {int(best['epoch'])} "
+        f"(checkpoints/best.keras)"
     )
 
 
@@ -173,7 +182,7 @@ def translation_lines(result, n_best: int, as_json: bool) -> str:
 
     if as_json:
         candidates = result.candidates[:n_best] or [None]
-        return "".join(
+        records = (
             json.dumps(
                 {
                     "source": result.source,
@@ -182,15 +191,21 @@ def translation_lines(result, n_best: int, as_json: bool) -> str:
                 },
                 ensure_ascii=False,
             )
-            + "\n"
             for c in candidates
         )
+        return "".join(_escape_line_breaks(record) + "\n" for record in records)
     if n_best == 1:
         return result.text + "\n"
     # Always N rows, so that a reader can count them; a row with no score fills in for a
     # translation the search did not find (an empty input, or fewer distinct texts than N).
     rows = [f"{rank}\t{c.score:.4f}\t{c.text}\n" for rank, c in enumerate(result.candidates, 1)]
     return "".join(rows + [f"{rank}\t\t\n" for rank in range(len(rows) + 1, n_best + 1)])
+
+
+def _escape_line_breaks(record: str) -> str:
+    """JSON allows U+2028, U+2029 and U+0085 raw, but readers that split lines on them would cut
+    a record in two: escape them."""
+    return record.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029").replace("\u0085", "\\u0085")
 
 
 def scores_text(scores) -> str:

@@ -41,14 +41,6 @@ def catalogue() -> dict[str, KnownCorpus]:
     }
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def split_files(split: str, src_lang: str, tgt_lang: str) -> tuple[str, str]:
     return f"{split}.{src_lang}", f"{split}.{tgt_lang}"
 

@@ -26,8 +26,8 @@ def teacher_forcing_arrays(
     source: list[np.ndarray], target: list[np.ndarray]
 ) -> tuple[tuple[np.ndarray, np.ndarray], np.ndarray]:
     """((source ids, decoder input `<bos> y`), decoder target `y <eos>`), padded with 0."""
-    source_len = _padded_length(max(len(s) for s in source))
-    target_len = _padded_length(max(len(t) for t in target) + 1)
+    source_len = _padded_length(max((len(s) for s in source), default=0))
+    target_len = _padded_length(max((len(t) for t in target), default=0) + 1)
     encoder_in = np.full((len(source), source_len), PAD_ID, np.int32)
     decoder_in = np.full((len(target), target_len), PAD_ID, np.int32)
     decoder_out = np.full((len(target), target_len), PAD_ID, np.int32)
@@ -101,17 +101,41 @@ class ParallelBatches:
             batches += self._group(chunk[np.argsort(self._lengths[chunk], kind="stable")])
         return [batches[i] for i in rng.permutation(len(batches))]
 
-    def dataset(self, first_epoch: int = 0) -> tf.data.Dataset:
-        """Batches for Keras `fit`; each pass over the dataset is the next epoch's plan."""
-        epochs = iter(range(first_epoch, 1 << 30))
+    def dataset(self, epoch: int = 0, skip: int = 0) -> tf.data.Dataset:
+        """One epoch's batches for Keras `fit`, without its first `skip` (a run resumed inside the
+        epoch goes on with the batches it had not reached). Every pass gives the same batches.
+
+        Its length is told to tf.data, and so to Keras: an epoch is exactly its plan.
+        """
 
         def generate():
-            for batch in self.plan(next(epochs)):
+            for batch in self.plan(epoch)[skip:]:
                 yield teacher_forcing_arrays([self.source[i] for i in batch], [self.target[i] for i in batch])
 
         ids = tf.TensorSpec(shape=(None, None), dtype=tf.int32)
         dataset = tf.data.Dataset.from_generator(generate, output_signature=((ids, ids), ids))
-        if not self.batch_tokens:
-            # Telling tf.data the epoch length lets Keras know it too (with a token budget it varies).
-            dataset = dataset.apply(tf.data.experimental.assert_cardinality(self.batches_per_epoch))
-        return dataset.prefetch(4)
+        return dataset.apply(tf.data.experimental.assert_cardinality(len(self.plan(epoch)) - skip)).prefetch(4)
+
+    def worker_dataset(self, epoch: int, skip: int, worker: int, workers: int) -> tf.data.Dataset:
+        """One epoch for one of several workers: its share of every global batch (every `workers`-th
+        pair from `worker` on), and the global batch's real target tokens, which divide every
+        worker's summed loss so that the workers' gradients add up to the one-worker mean.
+
+        A share with no pair gets one all-padding row, which counts for nothing.
+        """
+
+        def generate():
+            for batch in self.plan(epoch)[skip:]:
+                tokens = sum(len(self.target[i]) + 1 for i in batch)
+                mine = batch[worker::workers]
+                source = [self.source[i] for i in mine] or [np.zeros(0, np.int32)]
+                target = [self.target[i] for i in mine] or [np.zeros(0, np.int32)]
+                (encoder_in, decoder_in), decoder_out = teacher_forcing_arrays(source, target)
+                if not len(mine):
+                    decoder_in[:] = PAD_ID
+                    decoder_out[:] = PAD_ID
+                yield (encoder_in, decoder_in), decoder_out, np.float32(tokens)
+
+        ids = tf.TensorSpec(shape=(None, None), dtype=tf.int32)
+        signature = ((ids, ids), ids, tf.TensorSpec(shape=(), dtype=tf.float32))
+        return tf.data.Dataset.from_generator(generate, output_signature=signature).prefetch(4)

@@ -164,7 +164,7 @@ class SplitScorer:
     """BLEU of a prepared split under given inference models, by greedy search: how training
     follows translation quality epoch by epoch (the weights change; the compiled search stays)."""
 
-    def __init__(self, encoder, decoder, data: DataDir, split: str = "dev"):
+    def __init__(self, encoder, decoder, data: DataDir, target_tokenizer: Path, split: str = "dev"):
         from nmt_cli.decoding import Searcher
         from nmt_cli.tokenizer import Tokenizer
 
@@ -172,7 +172,7 @@ class SplitScorer:
         self.searcher = Searcher(encoder, decoder)
         self.sources = [list(ids) for ids in data.load_split(split)[0]]
         self.references = read_lines(data.text(split, manifest.target_lang))
-        self.tokenizer = Tokenizer.load(data.tokenizer(manifest.target_lang))
+        self.tokenizer = Tokenizer.load(target_tokenizer)
         self.bleu_tokenize = bleu_tokenizer(manifest.target_style, manifest.target_lang)
 
     def bleu(self) -> float:

@@ -8,14 +8,17 @@ stream, so that `--output /dev/stdout` or a named pipe works and is never swappe
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import stat
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
+SLOW_WRITES = float(os.environ.get("NMT_TEST_SLOW_WRITES", "0") or 0)  # seconds; only tests set it
 PARTIAL = re.compile(r"^\..+\.\d+\.partial(\.\w+)?$")
 
 
@@ -95,6 +98,8 @@ def write_with(save: Callable[[Path], object], path: Path) -> None:
     partial = partial_name(path)
     try:
         save(partial)
+        if SLOW_WRITES:
+            time.sleep(SLOW_WRITES)  # a test hook: lets a test kill a process in the middle of a write
         commit(partial, path)
     finally:
         partial.unlink(missing_ok=True)
@@ -122,3 +127,12 @@ def remove_partials(folder: Path) -> None:
         for path in folder.iterdir():
             if PARTIAL.match(path.name):
                 path.unlink(missing_ok=True)
+
+
+def sha256(path: Path) -> str:
+    """The SHA-256 of a file's bytes, read a block at a time."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -15,6 +15,21 @@ def _not_padding(y_true):
     return ops.cast(ops.not_equal(y_true, PAD_ID), "float32")
 
 
+def token_loss_sum(y_true, y_pred, label_smoothing: float = 0.0):
+    """(summed loss, number of real tokens) of a batch: what a mean over real tokens divides.
+
+    Training across several workers divides each worker's sum by the global batch's token count,
+    so that the workers' losses add up to the one-worker mean.
+    """
+    y_true = ops.cast(y_true, "int32")
+    log_probs = ops.log_softmax(ops.cast(y_pred, "float32"), axis=-1)
+    token_loss = -ops.squeeze(ops.take_along_axis(log_probs, ops.expand_dims(y_true, -1), axis=-1), -1)
+    if label_smoothing:
+        token_loss = (1.0 - label_smoothing) * token_loss - label_smoothing * ops.mean(log_probs, axis=-1)
+    weights = _not_padding(y_true)
+    return ops.sum(token_loss * weights), ops.sum(weights)
+
+
 @keras.saving.register_keras_serializable(package="nmt")
 class MaskedCrossEntropy(keras.losses.Loss):
     """Sparse cross-entropy from logits with optional label smoothing, averaged over real tokens.
@@ -32,14 +47,8 @@ class MaskedCrossEntropy(keras.losses.Loss):
         return self.call(y_true, y_pred)
 
     def call(self, y_true, y_pred):
-        y_true = ops.cast(y_true, "int32")
-        log_probs = ops.log_softmax(ops.cast(y_pred, "float32"), axis=-1)
-        target_log_prob = ops.squeeze(ops.take_along_axis(log_probs, ops.expand_dims(y_true, -1), axis=-1), -1)
-        token_loss = -target_log_prob
-        if self.label_smoothing:
-            token_loss = (1.0 - self.label_smoothing) * token_loss - self.label_smoothing * ops.mean(log_probs, axis=-1)
-        weights = _not_padding(y_true)
-        return ops.sum(token_loss * weights) / ops.maximum(ops.sum(weights), 1.0)
+        total, tokens = token_loss_sum(y_true, y_pred, self.label_smoothing)
+        return total / ops.maximum(tokens, 1.0)
 
     def get_config(self):
         return {"label_smoothing": self.label_smoothing, "name": self.name}
@@ -53,9 +62,17 @@ class MaskedTokenAccuracy(keras.metrics.Mean):
         super().__init__(name=name, **kwargs)
 
     def update_state(self, y_true, y_pred, sample_weight=None):
-        y_true = ops.cast(y_true, "int32")
-        correct = ops.cast(ops.equal(ops.cast(ops.argmax(y_pred, axis=-1), "int32"), y_true), "float32")
-        return super().update_state(correct, sample_weight=_not_padding(y_true))
+        return super().update_state(predicted_exactly(y_true, y_pred), sample_weight=_not_padding(y_true))
+
+
+def predicted_exactly(y_true, y_pred):
+    """1.0 where the most likely token is the target token, else 0.0 (padding included)."""
+    return ops.cast(ops.equal(ops.cast(ops.argmax(y_pred, axis=-1), "int32"), ops.cast(y_true, "int32")), "float32")
+
+
+def correct_tokens(y_true, y_pred):
+    """How many real target tokens are predicted exactly."""
+    return ops.sum(predicted_exactly(y_true, y_pred) * _not_padding(y_true))
 
 
 @keras.saving.register_keras_serializable(package="nmt")

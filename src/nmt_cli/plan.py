@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from nmt_cli import __version__
-from nmt_cli.checkpoints import resume_point
+from nmt_cli.checkpoints import Position, resume_points
 from nmt_cli.config import DEFAULT_DATA_DIR, DEFAULT_MODEL_DIR, ModelConfig, RunConfig, TrainingConfig, load_config
 from nmt_cli.datadir import DataDir
 from nmt_cli.errors import UserError
@@ -32,7 +32,7 @@ class TrainPlan:
     workspace: Workspace
     config: RunConfig
     data: DataDir
-    done: int  # epochs already complete: 0 for a fresh start
+    resume_points: list[tuple[Position, Path]]  # newest first; training starts from the newest that loads
     restart: bool
 
 
@@ -40,15 +40,17 @@ def plan_training(request: TrainRequest) -> TrainPlan:
     workspace = Workspace(request.model_dir)
     if workspace.root.exists() and not workspace.root.is_dir():
         raise UserError(f"--model-dir {workspace.root} is a file, not a folder; choose another --model-dir")
-    done = 0 if request.restart else resume_point(workspace)
-    if done:
-        config, data = _resumed_config(request, workspace, done)
-    else:
+    if request.restart or not workspace.config.exists():
         config, data = _fresh_config(request, workspace)
-    return TrainPlan(workspace, config, data, done, request.restart)
+        return TrainPlan(workspace, config, data, [], request.restart)
+    # A directory that holds a config.json goes on with it, even before its first checkpoint:
+    # never re-initialised with other options unless --restart says so.
+    points = resume_points(workspace)
+    config, data = _resumed_config(request, workspace, points[0][0] if points else Position())
+    return TrainPlan(workspace, config, data, points, restart=False)
 
 
-def _resumed_config(request: TrainRequest, workspace: Workspace, done: int) -> tuple[RunConfig, DataDir]:
+def _resumed_config(request: TrainRequest, workspace: Workspace, start: Position) -> tuple[RunConfig, DataDir]:
     saved = load_config(workspace.config)
     changed = {k: v for k, v in request.model.items() if getattr(saved.model, k) != v}
     if changed:
@@ -66,9 +68,9 @@ def _resumed_config(request: TrainRequest, workspace: Workspace, done: int) -> t
         )
     config = replace(saved, training=replace(saved.training, **request.training), tool_version=__version__)
     config.training.validate()
-    if config.training.epochs <= done:
+    if config.training.epochs <= start.epochs:
         raise UserError(
-            f"{workspace.root} is already trained for {done} epochs; ask for more with --epochs (the total)"
+            f"{workspace.root} is already trained for {start.epochs} epochs; ask for more with --epochs (the total)"
         )
     return config.with_data_dir(data.root, workspace.root), data
 

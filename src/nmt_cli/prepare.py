@@ -24,7 +24,6 @@ from nmt_cli.corpus import (
     KnownCorpus,
     catalogue,
     download,
-    file_sha256,
     locate_splits,
     read_parallel,
     split_files,
@@ -135,7 +134,7 @@ def _gather_source(options: PrepareOptions, raw: Path, reporter: Reporter, data_
         folder = Path(options.source)
         splits = locate_splits(folder, *langs)
         description = {"kind": "folder", "path": str(folder.resolve())}
-    checksums = {path.name: file_sha256(path) for pair in splits.values() for path in pair}
+    checksums = {path.name: files.sha256(path) for pair in splits.values() for path in pair}
     styles = {lang: "raw" for lang in langs}
     known = _recognise(checksums)
     if known is not None:
@@ -209,9 +208,14 @@ def _build(source: _Source, options: PrepareOptions, fingerprint: str, out: Path
     vocabulary = {}
     with reporter.task("train tokenizers", total=2) as task:
         for lang, sentences in zip(langs, (train_src, train_tgt)):
-            tokenizers[lang] = train_tokenizer(sentences, options.vocab_size)
+            tokenizers[lang] = train_tokenizer(sentences, options.vocab_size, keep_characters=lang == langs[1])
             actual = tokenizers[lang].vocab_size
-            vocabulary[lang] = {"requested": options.vocab_size, "actual": actual, "model": tokenizer_file(lang)}
+            vocabulary[lang] = {
+                "requested": options.vocab_size,
+                "actual": actual,
+                "model": tokenizer_file(lang),
+                "sha256": hashlib.sha256(tokenizers[lang].model_proto).hexdigest(),
+            }
             if actual < options.vocab_size:
                 reporter.note(
                     f"{lang} vocabulary: {actual} pieces, fewer than the {options.vocab_size} asked for: "

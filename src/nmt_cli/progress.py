@@ -31,5 +31,8 @@ class Reporter:
     def note(self, message: str) -> None:
         """Something worth telling the user that is not a problem."""
 
+    def warn(self, message: str) -> None:
+        """Something the user should know is not as it should be, though the work goes on."""
+
     def epoch_end(self, epoch: int, metrics: dict[str, float]) -> None:
         """One training epoch finished (1-based epoch number)."""

@@ -116,11 +116,14 @@ class Tokenizer:
         return self._sp.encode(sentence, out_type=str)
 
 
-def train_tokenizer(sentences: Iterable[str], vocab_size: int) -> Tokenizer:
+def train_tokenizer(sentences: Iterable[str], vocab_size: int, keep_characters: bool = False) -> Tokenizer:
     """Train a unigram SentencePiece model; `vocab_size` is a ceiling the corpus may not fill.
 
     Byte fallback means no input is ever unknown. Training is single-threaded so that the same
-    input and options give a byte-identical model.
+    input and options give a byte-identical model. SentencePiece normalises text with NFKC by
+    default, which folds variants of a character together (full-width `１０` becomes `10`): good
+    for what a model reads, wrong for what it writes. With `keep_characters` (a target side)
+    text is left as written, so decoding gives back the corpus' own characters.
     """
     model = io.BytesIO()
     try:
@@ -137,6 +140,7 @@ def train_tokenizer(sentences: Iterable[str], vocab_size: int) -> Tokenizer:
             eos_id=EOS_ID,
             num_threads=1,
             minloglevel=2,
+            normalization_rule_name="identity" if keep_characters else "nmt_nfkc",
         )
     except RuntimeError as error:
         raise UserError(_explain_training_error(str(error), vocab_size)) from None

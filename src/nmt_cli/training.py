@@ -1,14 +1,23 @@
 """`nmt train`: build or load the model, compile it, fit it, and report as it goes.
 
-What the run is (options, data, starting epoch) was decided by `plan.py`; what is saved when is
-`checkpoints.py`'s business. Progress reaches the user only through a `Reporter`; Keras' own
-progress bar is off.
+What the run is (options, data, the position it starts from) was decided by `plan.py`; what is
+saved when is `checkpoints.py`'s business. Progress reaches the user only through a `Reporter`;
+Keras' own progress bar is off.
+
+A run ends when its epochs are done, or earlier, always at a step boundary: when its time
+budget is spent (the last validation's duration is kept in reserve, so that the final
+validation and checkpoint fit in the budget), when `--patience` epochs bring no improvement, or
+when SIGINT/SIGTERM asks it to (a second signal kills it at once).
 """
 
 from __future__ import annotations
 
+import math
+import os
+import signal
 import time
-from contextlib import ExitStack
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,20 +25,37 @@ import keras
 import tensorflow as tf
 
 from nmt_cli import files
-from nmt_cli.checkpoints import CheckpointPolicy, forget_after
+from nmt_cli.checkpoints import CheckpointPolicy, Position, forget_after
 from nmt_cli.config import RunConfig, TrainingConfig
 from nmt_cli.dataset import ParallelBatches
-from nmt_cli.models import build_models, load_checkpoint
+from nmt_cli.errors import UserError
+from nmt_cli.evaluation import SplitScorer
+from nmt_cli.models import architecture, build_models, check_fits_in_memory, load_checkpoint
+from nmt_cli.models.base import Seq2SeqModels
 from nmt_cli.objectives import MaskedCrossEntropy, MaskedTokenAccuracy, TargetTokens
 from nmt_cli.plan import TrainPlan
 from nmt_cli.progress import Reporter
+from nmt_cli.schedules import WarmupSchedule
+from nmt_cli.tokenizer import Tokenizer
 from nmt_cli.workspace import read_history
+
+FIRST_RESERVE_SECONDS = 30.0  # kept for the final validation before any has been timed
 
 
 @dataclass
 class TrainResult:
     config: RunConfig
     history: list[dict[str, float]]
+    position: Position  # where the run ended
+    stopped_by: str | None  # None: every epoch asked for is done
+
+
+class Interrupted(Exception):
+    """SIGINT or SIGTERM stopped training; its state at `position` was saved to `checkpoint`."""
+
+    def __init__(self, signal_number: int, position: Position, checkpoint: Path):
+        super().__init__(f"{signal.Signals(signal_number).name} at {position}")
+        self.signal_number, self.position, self.checkpoint = signal_number, position, checkpoint
 
 
 def set_determinism(seed: int, deterministic_ops: bool) -> None:
@@ -39,7 +65,14 @@ def set_determinism(seed: int, deterministic_ops: bool) -> None:
 
 
 def make_optimizer(training: TrainingConfig) -> keras.optimizers.Optimizer:
-    return keras.optimizers.Adam(learning_rate=training.learning_rate, clipnorm=training.clipnorm or None)
+    rate = training.learning_rate
+    if training.schedule != "constant" or training.warmup:
+        rate = WarmupSchedule(training.schedule, training.learning_rate, training.warmup)
+    optimizer = keras.optimizers.Adam(learning_rate=rate, clipnorm=training.clipnorm or None)
+    if training.precision == "mixed_float16":
+        # float16 gradients underflow without it; bfloat16 has float32's range and needs none.
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    return optimizer
 
 
 def restore_optimizer_state(
@@ -72,56 +105,143 @@ def compile_model(
 
 
 def _copy_data_description(plan: TrainPlan) -> None:
-    """Tokenizers and manifest beside the model, so translating needs no data directory."""
+    """Tokenizers and manifest beside the model, so translating needs no data directory.
+
+    A tokenizer is copied only once it loads and is the one the manifest names (its SHA-256);
+    a good copy beside the model is never replaced by a different one.
+    """
     manifest = plan.data.manifest()
     for lang in (manifest.source_lang, manifest.target_lang):
-        files.write_bytes(plan.workspace.tokenizer(lang), plan.data.tokenizer(lang).read_bytes())
+        theirs, mine = plan.data.tokenizer(lang), plan.workspace.tokenizer(lang)
+        wanted = manifest.vocabulary[lang].get("sha256")  # manifests from before 0.2 do not say
+        if wanted and mine.is_file() and files.sha256(mine) == wanted:
+            continue
+        Tokenizer.load(theirs)
+        if wanted and files.sha256(theirs) != wanted:
+            raise UserError(
+                f"{theirs} is not the tokenizer {plan.data.manifest_path} names; rebuild it with `nmt prepare --force`"
+            )
+        if mine.is_file() and not wanted and mine.read_bytes() != theirs.read_bytes():
+            raise UserError(f"{theirs} differs from {mine}, which {plan.workspace.root} was trained with")
+        files.write_bytes(mine, theirs.read_bytes())
     files.write_bytes(plan.workspace.data_manifest, plan.data.manifest_path.read_bytes())
 
 
-def train(plan: TrainPlan, reporter: Reporter | None = None) -> TrainResult:
+def train(plan: TrainPlan, reporter: Reporter | None = None, started: float | None = None) -> TrainResult:
+    """Run the plan. `started` (time.monotonic()) is when the time budget began: now if None."""
+    started = time.monotonic() if started is None else started
     reporter = reporter or Reporter()
-    workspace, config, done = plan.workspace, plan.config, plan.done
+    workspace, config = plan.workspace, plan.config
+    training = config.training
+    check_fits_in_memory(architecture(config.model.arch).parameter_count(config.model), copies=4, what="to train")
     if plan.restart:
         workspace.clear()  # only once the new run's options and data are known to be good
     workspace.checkpoints.mkdir(parents=True, exist_ok=True)
     workspace.remove_partial_files()
 
+    keras.mixed_precision.set_dtype_policy(training.precision)
+    position, models = _load_newest(plan, reporter)
     # XLA and op determinism exclude each other in Keras: --jit trades reproducibility for speed.
-    set_determinism(config.training.seed + done, deterministic_ops=not config.training.jit_compile)
-    optimizer = make_optimizer(config.training)
-    if done:
-        models = load_checkpoint(workspace.checkpoint(done), config.model)
-        reporter.note(f"resuming from epoch {done} of {workspace.root}")
-        restore_optimizer_state(optimizer, models.training.optimizer, models.training)
-    else:
+    set_determinism(training.seed + position.epochs, deterministic_ops=not training.jit_compile)
+    optimizer = make_optimizer(training)
+    if models is None:
         models = build_models(config.model)
-    compile_model(models.training, config.training, optimizer)
+    else:
+        reporter.note(f"resuming from {position} of {workspace.root}")
+        restore_optimizer_state(optimizer, models.training.optimizer, models.training)
+    compile_model(models.training, training, optimizer)
     files.write_text(workspace.config, config.to_json())
     _copy_data_description(plan)
 
-    batch_size, seed = config.training.batch_size, config.training.seed
-    train_batches = ParallelBatches(*plan.data.load_split("train"), batch_size, seed, shuffle=True)
-    dev_batches = ParallelBatches(*plan.data.load_split("dev"), batch_size, seed, shuffle=False)
-
-    history = [row for row in read_history(workspace.history) if row["epoch"] <= done]
-    forget_after(workspace, done)
-    policy = CheckpointPolicy(workspace, models, history, config.training.save_every, config.training.epochs)
-    epochs = range(done + 1, config.training.epochs + 1)
-    monitor = _EpochMonitor(policy, ScalarLog(workspace.logs), epochs, train_batches.batches_per_epoch, reporter)
-    try:
-        models.training.fit(
-            train_batches.dataset(first_epoch=done),
-            validation_data=dev_batches.dataset(),
-            epochs=config.training.epochs,
-            initial_epoch=done,
-            callbacks=[monitor],
-            shuffle=False,  # the batch plan shuffles, epoch by epoch
-            verbose=0,
+    def batches(split: str, shuffle: bool) -> ParallelBatches:
+        source, target = plan.data.load_split(split)
+        return ParallelBatches(
+            source, target, training.batch_size, training.seed, shuffle=shuffle, batch_tokens=training.batch_tokens
         )
+
+    train_batches, dev_batches = batches("train", shuffle=True), batches("dev", shuffle=False)
+    history = [row for row in read_history(workspace.history) if row["epoch"] <= position.epochs]
+    missing = sorted(set(range(1, position.epochs + 1)) - {int(row["epoch"]) for row in history})
+    if missing:
+        reporter.warn(
+            f"{workspace.history} has no row for epoch {', '.join(map(str, missing))}: it goes on without them"
+        )
+    forget_after(workspace, position)
+    policy = CheckpointPolicy(workspace, models, history, training.save_every, training.best_by)
+    deadline = started + training.time_budget * 60 if training.time_budget else math.inf
+    monitor = _EpochMonitor(
+        policy,
+        ScalarLog(workspace.logs),
+        SplitScorer(models.encoder, models.decoder, plan.data, workspace.tokenizer(plan.data.manifest().target_lang))
+        if training.best_by == "bleu"
+        else None,
+        train_batches,
+        position,
+        training,
+        deadline,
+        reporter,
+    )
+    dev = dev_batches.dataset()
+    with _signals_stop(monitor), _out_of_memory_explained():
+        try:
+            # One `fit` per epoch: every epoch's plan has its own length (and a resumed one is
+            # shorter), which Keras takes from the dataset only once per call.
+            for epoch in range(position.epochs, training.epochs):
+                skip = position.batches if epoch == position.epochs else 0
+                models.training.fit(
+                    train_batches.dataset(epoch, skip),
+                    validation_data=dev,
+                    epochs=epoch + 1,
+                    initial_epoch=epoch,
+                    callbacks=[monitor],
+                    shuffle=False,  # the batch plan shuffles, epoch by epoch
+                    verbose=0,
+                )
+                if monitor.stopped_by is not None:
+                    break
+        finally:
+            monitor.close()
+    return TrainResult(config=config, history=policy.history, position=monitor.position, stopped_by=monitor.stopped_by)
+
+
+def _load_newest(plan: TrainPlan, reporter: Reporter) -> tuple[Position, Seq2SeqModels | None]:
+    """The newest resume point whose checkpoint loads; a damaged one is skipped, with a warning."""
+    for position, path in plan.resume_points:
+        try:
+            return position, load_checkpoint(path, plan.config.model)
+        except UserError as error:
+            reporter.warn(f"skipped {path}: {error}")
+    if plan.resume_points:
+        raise UserError(f"no checkpoint in {plan.workspace.checkpoints} loads; start over with --restart")
+    return Position(), None
+
+
+@contextmanager
+def _out_of_memory_explained() -> Iterator[None]:
+    try:
+        yield
+    except tf.errors.ResourceExhaustedError:
+        raise UserError(
+            "training ran out of memory: choose a smaller --batch-tokens or --batch-size (or a smaller model)"
+        ) from None
+
+
+@contextmanager
+def _signals_stop(monitor: _EpochMonitor) -> Iterator[None]:
+    """SIGINT and SIGTERM ask the monitor to stop at the next step boundary; a second one kills."""
+
+    def ask(signal_number, frame):
+        if monitor.stop_signal is not None:
+            signal.signal(signal_number, signal.SIG_DFL)
+            os.kill(os.getpid(), signal_number)
+        monitor.stop_signal = signal_number
+
+    previous = {number: signal.signal(number, ask) for number in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
     finally:
-        monitor.close()
-    return TrainResult(config=config, history=policy.history)
+        for number, handler in previous.items():
+            signal.signal(number, handler)
 
 
 class ScalarLog:
@@ -137,7 +257,7 @@ class ScalarLog:
 
         sides = {
             "train": {key: row[key] for key in ("loss", "accuracy", "learning_rate", "tokens_per_second")},
-            "validation": {"loss": row["val_loss"], "accuracy": row["val_accuracy"]},
+            "validation": {"loss": row["val_loss"], "accuracy": row["val_accuracy"], "bleu": row["val_bleu"]},
         }
         for side, values in sides.items():
             summary = Summary(value=[Summary.Value(tag=f"epoch_{k}", simple_value=v) for k, v in values.items()])
@@ -147,60 +267,119 @@ class ScalarLog:
 
 
 class _EpochMonitor(keras.callbacks.Callback):
-    """Per-batch progress, and each epoch's history row handed to the checkpoint policy."""
+    """Progress, the reasons to stop early, and each epoch's history row for the checkpoint policy."""
 
     def __init__(
-        self, policy: CheckpointPolicy, scalars: ScalarLog, epochs: range, batches_per_epoch: int, reporter: Reporter
+        self,
+        policy: CheckpointPolicy,
+        scalars: ScalarLog,
+        scorer: SplitScorer | None,
+        batches: ParallelBatches,
+        start: Position,
+        training: TrainingConfig,
+        deadline: float,
+        reporter: Reporter,
     ):
         super().__init__()
-        self.policy, self.scalars, self.reporter = policy, scalars, reporter
-        self.epochs, self.batches_per_epoch = epochs, batches_per_epoch
+        self.policy, self.scalars, self.scorer, self.batches = policy, scalars, scorer, batches
+        self.training, self.deadline, self.reporter = training, deadline, reporter
+        self.position, self.start = start, start
         self.run_stack, self.epoch_stack = ExitStack(), ExitStack()
+        self.stopped_by: str | None = None
+        self.stop_signal: int | None = None
+        self.reserve = FIRST_RESERVE_SECONDS
+        self.run = None
 
     def close(self) -> None:
-        """End the progress display of a run cut short by an error or Ctrl-C."""
+        """End the progress display of a run cut short by an error or a signal."""
         self.epoch_stack.close()
         self.run_stack.close()
 
-    def on_train_begin(self, logs=None):
-        # The whole run's bar: its time remaining is the ETA of the last epoch.
-        total = len(self.epochs) * self.batches_per_epoch
-        self.run = self.run_stack.enter_context(self.reporter.task(f"epochs to {self.epochs.stop - 1}", total=total))
+    def _batches_in(self, epoch: int) -> int:
+        """How many batches epoch `epoch` (0-based) runs in this run."""
+        skipped = self.start.batches if epoch == self.start.epochs else 0
+        return len(self.batches.plan(epoch)) - skipped
 
-    def on_train_end(self, logs=None):
-        self.close()
+    def on_train_begin(self, logs=None):
+        if self.run is None:  # the first of the run's `fit` calls
+            total = sum(self._batches_in(epoch) for epoch in range(self.start.epochs, self.training.epochs))
+            self.run = self.run_stack.enter_context(
+                self.reporter.task(f"epochs to {self.training.epochs}", total=total)
+            )
 
     def on_epoch_begin(self, epoch, logs=None):
-        self.started = time.perf_counter()
+        self.started = self.last_batch_end = time.monotonic()
+        self.epoch, self.done_batches = epoch, 0
+        self.skipped = self.start.batches if epoch == self.start.epochs else 0
+        self.epoch_batches = self._batches_in(epoch)
         self.task = self.epoch_stack.enter_context(
-            self.reporter.task(f"epoch {epoch + 1}/{self.epochs.stop - 1}", total=self.batches_per_epoch)
+            self.reporter.task(f"epoch {epoch + 1}/{self.training.epochs}", total=self.epoch_batches)
         )
+
+    def _here(self) -> Position:
+        if self.done_batches == self.epoch_batches:
+            return Position(self.epoch + 1)
+        return Position(self.epoch, self.skipped + self.done_batches)
 
     def on_train_batch_end(self, batch, logs=None):
         logs = logs or {}
-        elapsed = time.perf_counter() - self.started
+        self.done_batches += 1
+        self.last_batch_end = time.monotonic()
+        loss = float(logs.get("loss", 0.0))
+        if not math.isfinite(loss):
+            raise UserError(
+                f"the training loss became {loss} at {self._here()}; nothing from this step on was saved: "
+                "resume from the last checkpoint with a lower --learning-rate (or more --warmup)"
+            )
+        rate = round(float(logs.get("target_tokens", 0.0)) / max(self.last_batch_end - self.started, 1e-9))
         self.run.advance(1)
-        self.task.advance(
-            1,
-            loss=float(logs.get("loss", 0.0)),
-            acc=float(logs.get("accuracy", 0.0)),
-            **{"tok/s": round(float(logs.get("target_tokens", 0.0)) / elapsed)},
-        )
+        self.task.advance(1, loss=loss, acc=float(logs.get("accuracy", 0.0)), **{"tok/s": rate})
+        if self.done_batches == self.epoch_batches:
+            return  # the epoch's end saves what a stop needs
+        if self.stop_signal is not None:
+            self.position = self._here()
+            raise Interrupted(self.stop_signal, self.position, self.policy.save_resume_point(self.position))
+        if self.last_batch_end + self.reserve >= self.deadline:
+            self.stopped_by = "time budget"
+            self.model.stop_training = True
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
-        seconds = time.perf_counter() - self.started
+        seconds = time.monotonic() - self.started
         self.epoch_stack.close()
+        self.position = self._here()
+        complete = not self.position.batches
         row = {
             "epoch": epoch + 1,
             "loss": float(logs["loss"]),
             "accuracy": float(logs["accuracy"]),
             "val_loss": float(logs["val_loss"]),
             "val_accuracy": float(logs["val_accuracy"]),
+            "val_bleu": self.scorer.bleu() if self.scorer is not None else math.nan,
             "learning_rate": current_learning_rate(self.model.optimizer),
             "seconds": seconds,
             "tokens_per_second": float(logs["target_tokens"]) / seconds,
+            "steps": int(self.model.optimizer.iterations),  # optimizer steps so far, over every run
         }
-        self.policy.epoch_end(row)
+        if complete and time.monotonic() + self.reserve >= self.deadline:
+            self.stopped_by = "time budget"
+        patience = self.training.patience
+        if complete and patience and not self.policy.improves(row) and self.policy.epochs_since_best + 1 >= patience:
+            self.stopped_by = f"--patience {patience}"
+        if self.stop_signal is not None:
+            self.stopped_by = signal.Signals(self.stop_signal).name
+        last = self.position.epochs == self.training.epochs or self.stopped_by is not None
+        self.policy.epoch_end(row, self.position, last=last)
         self.scalars.epoch_end(row)
         self.reporter.epoch_end(epoch + 1, {k: v for k, v in row.items() if k != "epoch"})
+        if self.stop_signal is not None:  # perhaps received while this epoch's files were written
+            if self.position.batches:
+                checkpoint = self.policy.save_resume_point(self.position)
+            else:
+                self.policy.save_epoch(self.position)
+                checkpoint = self.policy.workspace.checkpoint(self.position.epochs)
+            raise Interrupted(self.stop_signal, self.position, checkpoint)
+        if self.stopped_by is not None:
+            self.model.stop_training = True
+        # What this epoch's end cost (validation, BLEU, saving) is what the next must keep in reserve.
+        self.reserve = time.monotonic() - self.last_batch_end

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from itertools import islice
@@ -16,6 +17,8 @@ from nmt_cli.tokenizer import Tokenizer, normalize, output_text
 from nmt_cli.workspace import Workspace
 
 CHUNK_LINES = 512  # lines read, translated and written at a time: memory stays constant
+LONG_INPUT_FACTOR, LONG_INPUT_FLOOR = 4, 64  # a line is split past max(4 x the longest training sentence, 64) pieces
+SENTENCE_END = re.compile(r"(?<=[.!?。！？])\s+|(?<=[。！？])")
 
 
 @dataclass
@@ -48,11 +51,7 @@ class Translator:
         self.searcher = Searcher(*self._inference_models())
 
     def _inference_models(self):
-        if (
-            self.checkpoint == self.workspace.best
-            and self.workspace.encoder.exists()
-            and self.workspace.decoder.exists()
-        ):
+        if self.checkpoint == self.workspace.best and self.workspace.inference_models_of_best():
             # The saved inference models are best.keras' own: loading them skips the training graph.
             encoder, decoder = load_keras_model(self.workspace.encoder), load_keras_model(self.workspace.decoder)
             if is_step_contract(decoder):
@@ -74,6 +73,32 @@ class Translator:
         """Target ids to text (see `tokenizer.output_text`)."""
         return [output_text(text, self.target_style, tokenized) for text in self.target_tokenizer.decode(hypotheses)]
 
+    @property
+    def longest_segment(self) -> int:
+        """Lines longer than this many pieces are translated in parts (see `segments`)."""
+        return max(LONG_INPUT_FACTOR * self.trained_max_length, LONG_INPUT_FLOOR)
+
+    def segments(self, text: str) -> list[list[int]]:
+        """The source ids of a (prepared) line, in parts of at most `longest_segment` pieces.
+
+        A line far longer than any training sentence would cost time that grows faster than its
+        length and translate badly: it is split at sentence ends (. ! ? 。 ！ ？) into parts as
+        long as allowed, and a sentence longer than that is cut every `longest_segment` pieces.
+        """
+        ids = self.source_tokenizer.encode([text])[0]
+        limit = self.longest_segment
+        if len(ids) <= limit:
+            return [list(ids)]
+        parts: list[list[int]] = [[]]
+        for sentence in SENTENCE_END.split(text):
+            sentence_ids = list(self.source_tokenizer.encode([sentence])[0])
+            for start in range(0, len(sentence_ids), limit):
+                piece = sentence_ids[start : start + limit]
+                if len(parts[-1]) + len(piece) > limit:
+                    parts.append([])
+                parts[-1] += piece
+        return [part for part in parts if part]
+
     def translate(
         self,
         lines: Iterable[str],
@@ -84,22 +109,39 @@ class Translator:
         on_long_input=None,
         chunk_lines: int | None = None,
     ) -> Iterator[Translation]:
-        """Translations of `lines`, in order, reading and yielding `chunk_lines` (default CHUNK_LINES) at a time."""
+        """Translations of `lines`, in order, reading and yielding `chunk_lines` (default CHUNK_LINES) at a time.
+
+        `on_long_input(line, pieces, longest trained, parts)` hears of every line longer than any
+        training sentence, and in how many parts it is translated. A line translated in parts
+        gets one candidate: the parts' best translations joined, scored by their mean.
+        """
         lines = iter(lines)
         while chunk := list(islice(lines, chunk_lines or CHUNK_LINES)):
             prepared = [normalize(line, self.source_style) if normalize_input else line.strip() for line in chunk]
-            ids = self.source_tokenizer.encode(prepared)
+            parts = [self.segments(text) for text in prepared]
             if on_long_input is not None:
-                for line, seq in zip(chunk, ids):
-                    if len(seq) > self.trained_max_length:
-                        on_long_input(line, len(seq), self.trained_max_length)
+                for line, segments in zip(chunk, parts):
+                    pieces = sum(len(segment) for segment in segments)
+                    if pieces > self.trained_max_length:
+                        on_long_input(line, pieces, self.trained_max_length, len(segments))
             # For n-best lists every finished hypothesis is fetched: several can read the same once
             # detokenised (different pieces, same text), and only distinct texts are kept.
-            searched = self.translate_ids([list(s) for s in ids], beam_size, beam_size if n_best > 1 else 1)
-            for line, hypotheses in zip(chunk, searched):
-                texts = self.output_texts([h for h, _ in hypotheses], tokenized_output)
-                distinct: dict[str, float] = {}
-                for text, (_, score) in zip(texts, hypotheses):
-                    distinct.setdefault(text, score)  # best first, so the first is the best score
-                candidates = [Candidate(text, score) for text, score in distinct.items()][:n_best]
-                yield Translation(line, candidates)
+            searched = iter(
+                self.translate_ids([s for line in parts for s in line], beam_size, beam_size if n_best > 1 else 1)
+            )
+            for line, segments in zip(chunk, parts):
+                found = [next(searched) for _ in segments]
+                yield Translation(line, self._candidates(found, n_best, tokenized_output))
+
+    def _candidates(self, found: list[list[tuple[list[int], float]]], n_best: int, tokenized: bool) -> list[Candidate]:
+        if len(found) > 1:
+            best = [hypotheses[0] for hypotheses in found if hypotheses]
+            text = " ".join(self.output_texts([ids for ids, _ in best], tokenized=True))
+            score = sum(score for _, score in best) / max(len(best), 1)
+            return [Candidate(output_text(text, self.target_style, tokenized), score)]
+        hypotheses = found[0]
+        texts = self.output_texts([h for h, _ in hypotheses], tokenized)
+        distinct: dict[str, float] = {}
+        for text, (_, score) in zip(texts, hypotheses):
+            distinct.setdefault(text, score)  # best first, so the first is the best score
+        return [Candidate(text, score) for text, score in distinct.items()][:n_best]

@@ -15,15 +15,19 @@ MODEL_DIR/spm.SRC.model, spm.TGT.model, data-manifest.json
 from __future__ import annotations
 
 import csv
+import fcntl
 import io
 import json
+import os
 import re
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from nmt_cli import files
 from nmt_cli.config import load_config
-from nmt_cli.datadir import Manifest, tokenizer_file
+from nmt_cli.datadir import MANIFEST, Manifest, tokenizer_file
 from nmt_cli.errors import UserError
 
 _EPOCH_FILE = re.compile(r"^epoch-(\d+)\.keras$")
@@ -33,10 +37,13 @@ HISTORY_FIELDS = (
     "accuracy",
     "val_loss",
     "val_accuracy",
+    "val_bleu",
     "learning_rate",
     "seconds",
     "tokens_per_second",
+    "steps",
 )
+ADDED_FIELDS = ("val_bleu", "steps")  # history files from before these columns read them as NaN
 
 
 class Workspace:
@@ -48,10 +55,46 @@ class Workspace:
         self.checkpoints = self.root / "checkpoints"
         self.best = self.checkpoints / "best.keras"
         self.best_stamp = self.checkpoints / "best.json"  # which epoch best.keras and the inference models hold
+        self.resume_checkpoint = self.checkpoints / "resume.keras"  # a run stopped inside an epoch
+        self.resume_stamp = self.checkpoints / "resume.json"  # ... and where inside it
         self.encoder = self.root / "encoder.keras"
         self.decoder = self.root / "decoder.keras"
         self.logs = self.root / "logs"
         self.data_manifest = self.root / "data-manifest.json"
+        self.lock_file = self.root / "train.lock"  # held by the run training this directory
+
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the model directory for one training run: a second run refuses at once.
+
+        An OS lock (`flock`) on `train.lock`: the system releases it when its process ends, however
+        it ends, so a lock left by a dead run never blocks. A folder made only to hold the lock of
+        a run that did not start is removed again.
+        """
+        made = not self.root.exists()
+        self.root.mkdir(parents=True, exist_ok=True)
+        stream = open(self.lock_file, "a+", encoding="utf-8")
+        try:
+            try:
+                fcntl.flock(stream, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                stream.seek(0)
+                holder = stream.read().strip() or "another process"
+                raise UserError(
+                    f"{self.root} is being trained by {holder}; wait for that run to end, or choose another --model-dir"
+                ) from None
+            stream.seek(0)
+            stream.truncate()
+            stream.write(f"nmt train (process {os.getpid()})\n")
+            stream.flush()
+            try:
+                yield
+            finally:
+                if made and [p.name for p in self.root.iterdir()] == [self.lock_file.name]:
+                    self.lock_file.unlink()
+                    self.root.rmdir()
+        finally:
+            stream.close()  # closing releases the lock
 
     def tokenizer(self, lang: str) -> Path:
         return self.root / tokenizer_file(lang)
@@ -101,9 +144,26 @@ class Workspace:
         Quick, and without TensorFlow: a command checks this before loading it.
         """
         path = self.resolve_checkpoint(choice)
-        load_config(self.config)
-        Manifest.read(self.data_manifest)
+        config = load_config(self.config)
+        try:
+            Manifest.read(self.data_manifest)
+        except UserError as damaged:
+            original = config.resolve_data_dir(self.root) / MANIFEST
+            if original.is_file() and files.sha256(original) == config.data_manifest_sha256:
+                raise UserError(
+                    f"{self.data_manifest} is damaged; restore it with: cp {original} {self.data_manifest}"
+                ) from None
+            raise damaged
         return path
+
+    def inference_models_of_best(self) -> bool:
+        """Whether encoder.keras and decoder.keras are the ones saved with best.keras (best.json
+        lists the digests of the files saved together)."""
+        try:
+            digests = json.loads(self.best_stamp.read_text(encoding="utf-8"))["sha256"]
+            return all(files.sha256(path) == digests[path.name] for path in (self.encoder, self.decoder))
+        except (OSError, ValueError, KeyError, TypeError):
+            return False
 
     def best_epoch(self) -> int | None:
         try:
@@ -136,7 +196,10 @@ def read_history(path: Path) -> list[dict[str, float]]:
         return []
     try:
         with open(path, newline="", encoding="utf-8") as stream:
-            rows = [{key: float(row[key]) for key in HISTORY_FIELDS} for row in csv.DictReader(stream)]
+            rows = [
+                {key: float(row[key] if key in row or key not in ADDED_FIELDS else "nan") for key in HISTORY_FIELDS}
+                for row in csv.DictReader(stream)
+            ]
     except (ValueError, KeyError, TypeError, UnicodeDecodeError):
         raise UserError(f"{path} is damaged: restore it, or start over with `nmt train --restart`") from None
     return rows
@@ -147,5 +210,10 @@ def write_history(path: Path, rows: list[dict[str, float]]) -> None:
     writer = csv.DictWriter(out, fieldnames=HISTORY_FIELDS, lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow({key: (int(row[key]) if key == "epoch" else f"{row[key]:.6g}") for key in HISTORY_FIELDS})
+        writer.writerow(
+            {
+                key: (int(row[key]) if key in ("epoch", "steps") and row[key] == row[key] else f"{row[key]:.6g}")
+                for key in HISTORY_FIELDS
+            }
+        )
     files.write_text(path, out.getvalue())

@@ -49,6 +49,10 @@ class Architecture(abc.ABC):
     """One architecture: its layers, and the three graphs built from them."""
 
     @abc.abstractmethod
+    def parameter_count(self, config: ModelConfig) -> int:
+        """How many weights `make_layers` would make: known before any memory is taken."""
+
+    @abc.abstractmethod
     def make_layers(self, config: ModelConfig) -> dict[str, kl.Layer]:
         """Every layer with weights, by name: the names are the saved layers' names."""
 
@@ -92,9 +96,11 @@ def state_input_like(name: str, tensor: keras.KerasTensor) -> keras.KerasTensor:
 
 
 def next_token_log_probs(logits) -> keras.KerasTensor:
-    """One step's logits `(batch, 1, vocab)` as log-probabilities `(batch, vocab)`."""
+    """One step's logits `(batch, 1, vocab)` as float32 log-probabilities `(batch, vocab)`, whatever
+    the precision policy: search adds them up over many steps."""
     vocab = logits.shape[-1]
-    return kl.Reshape((vocab,), name=LOG_PROBS)(kl.Activation("log_softmax", name="next_token_log_softmax")(logits))
+    log_probs = kl.Activation("log_softmax", dtype="float32", name="next_token_log_softmax")(logits)
+    return kl.Reshape((vocab,), dtype="float32", name=LOG_PROBS)(log_probs)
 
 
 def is_step_contract(decoder: keras.Model) -> bool:

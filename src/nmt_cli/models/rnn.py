@@ -46,8 +46,25 @@ def state_names(layers: int) -> list[str]:
     return [f"state_{kind}_{i + 1}" for i in range(layers) for kind in ("h", "c")]
 
 
+def lstm_weights(inputs: int, units: int) -> int:
+    return 4 * ((inputs + units) * units + units)
+
+
 class Seq2Seq(Architecture):
     graph_name = "seq2seq"
+
+    def parameter_count(self, config: ModelConfig) -> int:
+        embedding, units = config.embedding_dim, config.units
+        count = (config.source_vocab_size + config.target_vocab_size) * embedding
+        count += (units + 1) * config.target_vocab_size  # output projection
+        for i in range(config.layers):
+            count += lstm_weights(embedding if i == 0 else units, units)  # decoder
+        return count + self.encoder_parameter_count(config)
+
+    def encoder_parameter_count(self, config: ModelConfig) -> int:
+        return sum(
+            lstm_weights(config.embedding_dim if i == 0 else config.units, config.units) for i in range(config.layers)
+        )
 
     def make_layers(self, config: ModelConfig) -> dict[str, kl.Layer]:
         made: dict[str, kl.Layer] = {
@@ -60,7 +77,8 @@ class Seq2Seq(Architecture):
             ),
             "decoder_dropout": kl.Dropout(config.dropout, name="decoder_dropout"),
             "output_dropout": kl.Dropout(config.dropout, name="output_dropout"),
-            "output_projection": kl.Dense(config.target_vocab_size, name="output_projection"),
+            # Logits in float32 whatever the precision policy: the softmax over the vocabulary needs it.
+            "output_projection": kl.Dense(config.target_vocab_size, dtype="float32", name="output_projection"),
         }
         for i in range(config.layers):
             name = lstm_name("decoder", i)
@@ -134,6 +152,15 @@ class Seq2Seq(Architecture):
 
 class Attention(Seq2Seq):
     graph_name = "attention_seq2seq"
+
+    def encoder_parameter_count(self, config: ModelConfig) -> int:
+        units, count = config.units, 0
+        for i in range(config.layers):
+            inputs = config.embedding_dim if i == 0 else units
+            count += 2 * lstm_weights(inputs, units // 2) if config.bidirectional else lstm_weights(inputs, units)
+        keys, combine = units * units, (2 * units + 1) * units
+        scale = 1 if config.attention == "luong" else units  # Luong: one scale; Bahdanau: a vector
+        return count + keys + combine + scale
 
     def make_layers(self, config: ModelConfig) -> dict[str, kl.Layer]:
         made = super().make_layers(config)

@@ -6,6 +6,11 @@
              -> N x [LayerNorm -> causal self-attention -> +, LayerNorm -> attention over the
                      encoder output -> +, LayerNorm -> feed-forward -> +] -> LayerNorm -> Dense(vocab)
 
+Dropout is where fairseq puts its `--dropout`: on the embeddings and on each block's output
+before it joins the residual stream; none on attention weights or inside the feed-forward
+block: random masks are not cheap on a CPU, and those two cost a sixth of a bfloat16 training
+step here.
+
 Attention is written out from `Dense` layers and `keras.ops` rather than `MultiHeadAttention`,
 so that the one-step decoder can reuse the very projections the training graph learnt: it
 projects only the new token, appends its keys and values to a cache that grows by one position
@@ -59,6 +64,17 @@ def positions_of(token_ids):
 
 
 class Transformer(Architecture):
+    def parameter_count(self, config: ModelConfig) -> int:
+        d, ff = config.units, config.ff_units
+        attention = 4 * d * d + 4 * d  # query, key and value projections and the output, with biases
+        feed_forward = 2 * d * ff + ff + d
+        norm = 2 * d
+        encoder_layer = attention + feed_forward + 2 * norm
+        decoder_layer = 2 * attention + feed_forward + 3 * norm
+        embeddings = (config.source_vocab_size + config.target_vocab_size) * d
+        output = (d + 1) * config.target_vocab_size
+        return config.layers * (encoder_layer + decoder_layer) + embeddings + 2 * norm + output
+
     def make_layers(self, config: ModelConfig) -> dict[str, kl.Layer]:
         units, ff = config.units, config.ff_units
         made: dict[str, kl.Layer] = {
@@ -96,7 +112,7 @@ class Transformer(Architecture):
         """(batch, length, units) -> (batch, length, heads, units / heads)."""
         return kl.Reshape((-1, heads, x.shape[-1] // heads))(x)
 
-    def _attend(self, config: ModelConfig, query, keys, values, bias, dropout: float):
+    def _attend(self, config: ModelConfig, query, keys, values, bias):
         """Scaled dot-product attention of every head; `bias` (None: none) is added to the scores."""
         heads = config.heads
         q, k, v = (self._split_heads(x, heads) for x in (query, keys, values))
@@ -105,8 +121,6 @@ class Transformer(Architecture):
         if bias is not None:
             scores = scores + ops.cast(bias, q.dtype)
         weights = ops.softmax(scores, axis=-1)
-        if dropout:
-            weights = kl.Dropout(dropout)(weights)
         context = ops.einsum("bhqk,bkhd->bqhd", weights, v)
         return kl.Reshape((-1, config.units))(context)
 
@@ -128,11 +142,8 @@ class Transformer(Architecture):
         return kl.Dropout(dropout)(x) if dropout else x
 
     def _feed_forward(self, made, block: str, x, dropout: float):
-        h = made[f"{block}_ffn_inner"](made[f"{block}_ffn_norm"](x))
-        if dropout:
-            h = kl.Dropout(dropout)(h)
-        h = made[f"{block}_ffn_outer"](h)
-        return x + (kl.Dropout(dropout)(h) if dropout else h)
+        h = made[f"{block}_ffn_outer"](made[f"{block}_ffn_inner"](made[f"{block}_ffn_norm"](x)))
+        return self._residual(x, h, dropout)
 
     def _residual(self, x, h, dropout: float):
         return x + (kl.Dropout(dropout)(h) if dropout else h)
@@ -150,12 +161,12 @@ class Transformer(Architecture):
 
     def _self_attention(self, made, config: ModelConfig, block: str, x, bias, dropout: float):
         q, k, v = ops.split(made[f"{block}_self_attention_qkv"](made[f"{block}_self_attention_norm"](x)), 3, axis=-1)
-        h = made[f"{block}_self_attention_output"](self._attend(config, q, k, v, bias, dropout))
+        h = made[f"{block}_self_attention_output"](self._attend(config, q, k, v, bias))
         return self._residual(x, h, dropout)
 
     def _cross_attention(self, made, config: ModelConfig, block: str, y, keys, values, bias, dropout: float):
         query = made[f"{block}_cross_attention_query"](made[f"{block}_cross_attention_norm"](y))
-        h = made[f"{block}_cross_attention_output"](self._attend(config, query, keys, values, bias, dropout))
+        h = made[f"{block}_cross_attention_output"](self._attend(config, query, keys, values, bias))
         return self._residual(y, h, dropout)
 
     # -- graphs -------------------------------------------------------------------------------
@@ -201,7 +212,7 @@ class Transformer(Architecture):
             # Every cached position is at or before this one: no mask is needed.
             keys = cache[f"self_keys_{i}"] = ops.concatenate([state_in[f"self_keys_{i}"], k], axis=1)
             values = cache[f"self_values_{i}"] = ops.concatenate([state_in[f"self_values_{i}"], v], axis=1)
-            h = made[f"{block}_self_attention_output"](self._attend(config, q, keys, values, None, 0.0))
+            h = made[f"{block}_self_attention_output"](self._attend(config, q, keys, values, None))
             y = y + h
             y = self._cross_attention(
                 made, config, block, y, state_in[f"cross_keys_{i}"], state_in[f"cross_values_{i}"], source_bias, 0.0

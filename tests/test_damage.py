@@ -1,0 +1,156 @@
+"""Damaged, mixed and mistaken files and options: each is found, reported in one line, and
+never spreads to files that were good."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from conftest import RecordingReporter, assert_one_line_error, nmt, run_training
+from nmt_cli.errors import UserError
+from nmt_cli.plan import TrainRequest
+from nmt_cli.workspace import Workspace, read_history
+
+SMALL = {"arch": "seq2seq", "units": 16, "embedding_dim": 8, "dropout": 0.0}
+
+
+def train(model_dir: Path, data_dir: Path | None, epochs: int, reporter=None, **options):
+    """Train SMALL (or resume, without data_dir) to `epochs`; `options` may be model or training options."""
+    training = {"epochs": epochs, "save_every": 1, "batch_size": 32, "best_by": "loss"}
+    training.update({k: v for k, v in options.items() if k not in SMALL})
+    model = {**SMALL, **{k: v for k, v in options.items() if k in SMALL}} if data_dir else {}
+    return run_training(TrainRequest(model_dir, data_dir, model, training), reporter)
+
+
+@pytest.fixture
+def data_copy(tmp_path, reversal_data) -> Path:
+    """A copy of the reversal data that a test may damage."""
+    return Path(shutil.copytree(reversal_data, tmp_path / "data"))
+
+
+@pytest.mark.parametrize("best_by", ["loss", "bleu"])
+def test_a_damaged_tokenizer_in_the_data_never_replaces_the_models_copy(tmp_path, data_copy, best_by):
+    model_dir = tmp_path / "model"
+    train(model_dir, data_copy, epochs=1, best_by=best_by)
+    good = Workspace(model_dir).tokenizer("ja").read_bytes()
+    (data_copy / "spm.ja.model").write_bytes(b"\x00 not a sentencepiece model")
+    train(model_dir, None, epochs=2)  # the model's own copy is good: training goes on with it
+    assert Workspace(model_dir).tokenizer("ja").read_bytes() == good
+    (data_copy / "spm.ja.model").write_bytes(Workspace(model_dir).tokenizer("en").read_bytes())  # loads, but is not it
+    Workspace(model_dir).tokenizer("ja").unlink()
+    with pytest.raises(UserError, match="is not the tokenizer .* names"):
+        train(model_dir, None, epochs=3)
+
+
+def test_a_model_copy_of_the_tokenizer_that_went_bad_is_restored_from_the_data(tmp_path, data_copy):
+    model_dir = tmp_path / "model"
+    train(model_dir, data_copy, epochs=1)
+    mine = Workspace(model_dir).tokenizer("ja")
+    mine.write_bytes(b"damaged")
+    train(model_dir, None, epochs=2)
+    assert mine.read_bytes() == (data_copy / "spm.ja.model").read_bytes()
+
+
+def test_a_damaged_latest_checkpoint_is_skipped_with_a_warning(tmp_path, data_copy):
+    model_dir = tmp_path / "model"
+    train(model_dir, data_copy, epochs=2)
+    latest = Workspace(model_dir).checkpoint(2)
+    latest.write_bytes(latest.read_bytes()[:1000])  # truncated, as by a full disk
+    reporter = RecordingReporter()
+    train(model_dir, None, epochs=3, reporter=reporter)
+    (warning,) = reporter.warnings
+    assert warning.startswith(f"skipped {latest}") and "damaged" in warning
+    assert any("resuming from the end of epoch 1" in note for note in reporter.notes)
+    assert [int(row["epoch"]) for row in read_history(Workspace(model_dir).history)] == [1, 2, 3]
+
+
+def test_a_truncated_checkpoint_is_reported_as_damaged(tmp_path, data_copy):
+    model_dir = tmp_path / "model"
+    train(model_dir, data_copy, epochs=1)
+    checkpoint = Workspace(model_dir).checkpoint(1)
+    checkpoint.write_bytes(checkpoint.read_bytes()[:1000])
+    error = assert_one_line_error(nmt("translate", "--model-dir", model_dir, "--checkpoint", "epoch-1", "a b"))
+    assert str(checkpoint) in error and "damaged" in error and "not found" not in error.lower()
+
+
+def test_a_gap_in_the_history_is_reported(tmp_path, data_copy):
+    model_dir = tmp_path / "model"
+    train(model_dir, data_copy, epochs=3)
+    history = Workspace(model_dir).history
+    lines = history.read_text().splitlines(keepends=True)
+    history.write_text("".join(lines[:2] + lines[3:]))  # the header, epoch 1, epoch 3
+    reporter = RecordingReporter()
+    train(model_dir, None, epochs=4, reporter=reporter)
+    assert reporter.warnings == [f"{history} has no row for epoch 2: it goes on without them"]
+
+
+def test_a_damaged_data_manifest_beside_the_model_says_how_to_restore_it(tmp_path, data_copy):
+    model_dir = tmp_path / "model"
+    train(model_dir, data_copy, epochs=1)
+    copy = Workspace(model_dir).data_manifest
+    copy.write_text("{ damaged")
+    error = assert_one_line_error(nmt("translate", "--model-dir", model_dir, "a b"))
+    assert f"restore it with: cp {data_copy / 'manifest.json'} {copy}" in error
+    shutil.copyfile(data_copy / "manifest.json", copy)
+    assert nmt("translate", "--model-dir", model_dir, "a b").returncode == 0
+
+
+def test_a_checkpoint_of_another_model_is_refused_by_name(tmp_path, data_copy):
+    model_dir, other_dir = tmp_path / "model", tmp_path / "other"
+    train(model_dir, data_copy, epochs=1)
+    train(other_dir, data_copy, epochs=1, units=24)
+    stranger = Workspace(model_dir).checkpoint(2)
+    shutil.copyfile(Workspace(other_dir).checkpoint(1), stranger)
+    error = assert_one_line_error(nmt("translate", "--model-dir", model_dir, "--checkpoint", "epoch-2", "a b"))
+    assert f"{stranger} does not fit config.json" in error and "of shape" in error
+    # Resuming skips it for the newest checkpoint that does fit.
+    reporter = RecordingReporter()
+    train(model_dir, None, epochs=3, reporter=reporter)
+    assert reporter.warnings and reporter.warnings[0].startswith(f"skipped {stranger}")
+
+
+def test_inference_models_of_different_epochs_are_never_used_together(tmp_path, data_copy):
+    from nmt_cli.translation import Translator
+
+    model_dir = tmp_path / "model"
+    workspace = Workspace(model_dir)
+    train(model_dir, data_copy, epochs=1, learning_rate=0.01)
+    old_decoder = workspace.decoder.read_bytes()
+    train(model_dir, None, epochs=2)
+    assert workspace.best_epoch() == 2 and workspace.inference_models_of_best()
+    workspace.decoder.write_bytes(old_decoder)  # as if a kill had left epoch 1's decoder beside epoch 2's encoder
+    assert not workspace.inference_models_of_best()
+    mixed = Translator(model_dir)
+    from_checkpoint = Translator(model_dir, "epoch-2")
+    lines = ["a b c", "d e f g h"]
+    assert [t.text for t in mixed.translate(lines)] == [t.text for t in from_checkpoint.translate(lines)]
+
+
+@pytest.mark.parametrize("command", ["train", "summary"])
+def test_a_model_too_big_for_memory_is_one_line_with_the_figure(tmp_path, reversal_data, command):
+    args = ["--data-dir", reversal_data, "--units", "100000"]
+    if command == "train":
+        args += ["--model-dir", tmp_path / "model"]
+    error = assert_one_line_error(nmt(command, *args))
+    assert "parameters needs about" in error and "GB" in error and "--units" in error
+
+
+@pytest.mark.parametrize("option", ["--learning-rate", "--clipnorm", "--dropout", "--label-smoothing"])
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_numbers_that_are_not_finite_are_refused(tmp_path, reversal_data, option, value):
+    args = ["--data-dir", reversal_data, "--model-dir", tmp_path / "model", option, value]
+    error = assert_one_line_error(nmt("train", *args, before_tensorflow=True))
+    assert option in error
+    assert not (tmp_path / "model").exists()
+
+
+def test_a_loss_that_becomes_nan_stops_training_and_keeps_the_last_good_checkpoint(tmp_path, data_copy):
+    model_dir = tmp_path / "model"
+    train(model_dir, data_copy, epochs=1)
+    saved = {path.name: path.read_bytes() for path in Workspace(model_dir).checkpoints.iterdir()}
+    request = TrainRequest(model_dir, None, {}, {"epochs": 2, "learning_rate": 3e38, "clipnorm": 0.0})
+    with pytest.raises(UserError, match=r"the training loss became (nan|inf) at epoch 2, batch \d+"):
+        run_training(request)
+    assert {path.name: path.read_bytes() for path in Workspace(model_dir).checkpoints.iterdir()} == saved
