@@ -34,7 +34,7 @@ def main() -> None:
 
     timed([nmt, "prepare", "--source", str(args.source), "--data-dir", str(data)], echo=True)
     train = [nmt, "train", "--data-dir", str(data), "--model-dir", str(model), "--time-budget", str(args.budget)]
-    train += ["--epochs", "1000", "--save-every", "1000", *args.train_options]
+    train += args.train_options
     train_seconds, _ = timed(train, echo=True)
     results = {}
     for beam in (1, 5):

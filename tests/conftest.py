@@ -241,26 +241,17 @@ def trained_model(tmp_path_factory, reversal_data):
     def get(arch: str = "attention") -> Path:
         if arch not in cache:
             model_dir = tmp_path_factory.mktemp(f"model-{arch}") / "model"
-            run_training(
-                TrainRequest(
-                    model_dir=model_dir,
-                    data_dir=reversal_data,
-                    # Without attention the whole source must fit in the final state: give it more room.
-                    model={
-                        "arch": arch,
-                        "units": 64 if arch == "attention" else 160,
-                        "embedding_dim": 16,
-                        "dropout": 0.0,
-                    },
-                    training={
-                        "epochs": 20,
-                        "save_every": 10,
-                        "batch_size": 32,
-                        "learning_rate": 0.01,
-                        "label_smoothing": 0.0,
-                    },
-                )
-            )
+            model = {"arch": arch, "dropout": 0.0}
+            training = {"epochs": 20, "save_every": 10, "batch_size": 32, "learning_rate": 0.01, "label_smoothing": 0.0}
+            if arch == "transformer":
+                model.update(units=32, heads=2, ff_units=64, layers=2)
+                training.update(batch_tokens=0, learning_rate=0.005, warmup=50)
+            else:
+                # Without attention the whole source must fit in the final state: give it more room.
+                model.update(units=64 if arch == "attention" else 160, embedding_dim=16)
+            training["best_by"] = "loss"  # BLEU every epoch would cost a search each time
+            training["precision"] = "float32"  # "auto" would differ between CPUs
+            run_training(TrainRequest(model_dir=model_dir, data_dir=reversal_data, model=model, training=training))
             cache[arch] = model_dir
         return cache[arch]
 

@@ -11,7 +11,7 @@ from nmt_cli import decoding
 from nmt_cli.translation import Translator
 
 
-@pytest.fixture(scope="module", params=["attention", "seq2seq"])
+@pytest.fixture(scope="module", params=["attention", "seq2seq", "transformer"])
 def translator(request, trained_model) -> Translator:
     return Translator(trained_model(request.param))
 

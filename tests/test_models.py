@@ -371,3 +371,9 @@ def test_model_config_validate_errors(overrides, message):
         config.validate()
     with pytest.raises(UserError):
         models.build_models(config)
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_parameter_count_is_known_before_building(name):
+    config, trio = built(name)
+    assert models.architecture(config.arch).parameter_count(config) == trio.training.count_params()

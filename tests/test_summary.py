@@ -222,7 +222,18 @@ def test_data_dir_gives_the_vocabulary_sizes(reversal_data):
     src_vocab = manifest["vocabulary"][langs["source"]]["actual"]
     tgt_vocab = manifest["vocabulary"][langs["target"]]["actual"]
     view = as_json(
-        invoke("summary", "--data-dir", str(reversal_data), "--units", "16", "--embedding-dim", "8", "--json")
+        invoke(
+            "summary",
+            "--data-dir",
+            str(reversal_data),
+            "--arch",
+            "attention",
+            "--units",
+            "16",
+            "--embedding-dim",
+            "8",
+            "--json",
+        )
     )
     assert view["config"]["source_vocab_size"] == src_vocab
     assert view["config"]["target_vocab_size"] == tgt_vocab
@@ -232,7 +243,15 @@ def test_data_dir_gives_the_vocabulary_sizes(reversal_data):
     assert params["encoder_embedding"] == src_vocab * 8
     assert params["decoder_embedding"] == tgt_vocab * 8
     assert params["output_projection"] == 16 * tgt_vocab + tgt_vocab
-    fresh = built({"units": 16, "embedding_dim": 8, "source_vocab_size": src_vocab, "target_vocab_size": tgt_vocab})
+    fresh = built(
+        {
+            "arch": "attention",
+            "units": 16,
+            "embedding_dim": 8,
+            "source_vocab_size": src_vocab,
+            "target_vocab_size": tgt_vocab,
+        }
+    )
     for key in VIEWS:
         assert view["models"][key]["total_params"] == getattr(fresh, key).count_params()
 

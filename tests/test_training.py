@@ -16,7 +16,9 @@ from nmt_cli.errors import UserError
 from nmt_cli.plan import TrainRequest
 from nmt_cli.workspace import HISTORY_FIELDS, Workspace, read_history
 
-SMALL = {"units": 32, "embedding_dim": 16, "dropout": 0.0}
+# The LSTM with attention: training's mechanics are the same for every architecture, and it is the
+# quickest to train.
+SMALL = {"arch": "attention", "units": 32, "embedding_dim": 16, "dropout": 0.0}
 
 
 def _train(model_dir: Path, data_dir: Path | None, epochs: int, save_every: int, **options) -> list[dict]:
@@ -45,6 +47,23 @@ def test_learns_digit_reversal(tmp_path, reversal_data, arch):
         label_smoothing=0.0,
     )
     assert history[-1]["val_accuracy"] > 0.95, history[-1]
+
+
+@pytest.mark.parametrize("precision", ["float32", "mixed_bfloat16"])
+def test_the_transformer_learns_digit_reversal_in_either_precision(tmp_path, reversal_data, precision):
+    import keras
+
+    model_dir = tmp_path / "model"
+    model = {"arch": "transformer", "units": 32, "heads": 2, "ff_units": 64, "layers": 2, "dropout": 0.0}
+    training = {"epochs": 12, "save_every": 12, "batch_tokens": 0, "batch_size": 32, "learning_rate": 0.005}
+    training.update(warmup=50, label_smoothing=0.0, best_by="loss", precision=precision)
+    history = run_training(TrainRequest(model_dir=model_dir, data_dir=reversal_data, model=model, training=training))
+    assert history.history[-1]["val_accuracy"] > 0.9, history.history[-1]
+    keras.mixed_precision.set_dtype_policy("float32")  # a fresh process: the saved file must say it all
+    decoder = keras.models.load_model(Workspace(model_dir).decoder, safe_mode=True)
+    assert decoder.get_layer("output_projection").dtype_policy.name == "float32"
+    compute = {layer.dtype_policy.name for layer in decoder.layers if layer.name.startswith("decoder_")}
+    assert precision in compute
 
 
 def test_checkpoint_schedule_and_files(tmp_path, reversal_data):

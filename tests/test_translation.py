@@ -92,7 +92,9 @@ def readme_plain_keras_snippet() -> str:
     return section[section.index("```python\n") + len("```python\n") : section.index("\n```\n")]
 
 
-def test_the_readme_decodes_with_plain_keras_like_nmt_translate(translator, tmp_path):
+@pytest.mark.parametrize("arch", ["attention", "transformer"])
+def test_the_readme_decodes_with_plain_keras_like_nmt_translate(trained_model, tmp_path, arch):
+    translator = Translator(trained_model(arch))
     sentence = "d e f g"
     snippet = readme_plain_keras_snippet()
     assert '"models/default"' in snippet and "i can 't tell who will arrive first ." in snippet

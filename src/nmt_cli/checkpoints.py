@@ -100,9 +100,18 @@ def figure_of(row: dict[str, float], best_by: str) -> float:
 class CheckpointPolicy:
     """Writes the files above; `history` holds the rows of the epochs before the run's start."""
 
-    def __init__(self, workspace: Workspace, models: Seq2SeqModels, history: list[dict], save_every: int, best_by: str):
+    def __init__(
+        self,
+        workspace: Workspace,
+        models: Seq2SeqModels,
+        history: list[dict],
+        save_every: int,
+        best_by: str,
+        writes: bool = True,
+    ):
         self.workspace, self.models, self.history = workspace, models, history
         self.save_every, self.best_by = save_every, best_by
+        self.writes = writes  # False for every worker but the chief: it keeps count, writes nothing
         figures = [figure_of(row, best_by) for row in history]
         figures = [f for f in figures if not math.isnan(f)]
         self.best = max(figures, default=-math.inf)
@@ -114,12 +123,15 @@ class CheckpointPolicy:
     def epoch_end(self, row: dict[str, float], position: Position, last: bool) -> None:
         """Record an epoch (or, at a position inside an epoch, the part of it that ran)."""
         self.history.append(row)
+        improves = self.improves(row)
+        self.best, self.epochs_since_best = (
+            (figure_of(row, self.best_by), 0) if improves else (self.best, self.epochs_since_best + 1)
+        )
+        if not self.writes:
+            return
         write_history(self.workspace.history, self.history)
-        if self.improves(row):
-            self.best, self.epochs_since_best = figure_of(row, self.best_by), 0
+        if improves:
             self._save_best(row, position)
-        else:
-            self.epochs_since_best += 1
         if position.batches:
             self.save_resume_point(position)
         elif position.epochs % self.save_every == 0 or last:
@@ -142,6 +154,8 @@ class CheckpointPolicy:
     def save_epoch(self, position: Position) -> None:
         """The checkpoint of a complete epoch, if not saved yet; a resume point it passes goes."""
         path = self.workspace.checkpoint(position.epochs)
+        if not self.writes:
+            return
         if not path.exists():
             files.save_model(self.models.training, path)
         self.workspace.resume_stamp.unlink(missing_ok=True)
@@ -149,6 +163,8 @@ class CheckpointPolicy:
 
     def save_resume_point(self, position: Position) -> Path:
         """A checkpoint inside an epoch: the model (weights and optimizer state), then its stamp."""
+        if not self.writes:
+            return self.workspace.resume_checkpoint
         self.workspace.resume_stamp.unlink(missing_ok=True)
         files.save_model(self.models.training, self.workspace.resume_checkpoint)
         files.write_text(self.workspace.resume_stamp, json.dumps(position.to_json()) + "\n")

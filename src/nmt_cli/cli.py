@@ -13,7 +13,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable
-from contextlib import ExitStack
+from contextlib import ExitStack, nullcontext
 from dataclasses import MISSING, Field, fields
 from pathlib import Path
 from typing import Any, get_type_hints
@@ -188,6 +188,7 @@ def train(**values: Any) -> None:
     started = time.monotonic()  # a --time-budget counts from here
     from nmt_cli import console
     from nmt_cli.config import read_options_file, split_options
+    from nmt_cli.distribute import this_task
     from nmt_cli.plan import TrainRequest, plan_training
     from nmt_cli.workspace import Workspace
 
@@ -196,15 +197,14 @@ def train(**values: Any) -> None:
     chosen.update(_given(values, (*MODEL_OPTIONS, *(item.name for item in fields(TrainingConfig)))))
     model_options, training_options = split_options(chosen)
     data_dir = options.data_dir or (Path(chosen["data_dir"]) if "data_dir" in chosen else None)
-    with Workspace(options.model_dir).lock():
-        plan = plan_training(
-            TrainRequest(options.model_dir, data_dir, model_options, training_options, options.restart)
-        )
-        result = _run_training(plan, started)
+    request = TrainRequest(options.model_dir, data_dir, model_options, training_options, options.restart)
+    # Several workers train one model: the chief holds the directory, the others never write to it.
+    with Workspace(options.model_dir).lock() if this_task(options.distribute).is_chief else nullcontext():
+        result = _run_training(plan_training(request), started, options.distribute)
     console.say(console.training_summary(result, str(options.model_dir)))
 
 
-def _run_training(plan, started: float):
+def _run_training(plan, started: float, distribute: str):
     from nmt_cli import console
 
     _load_tensorflow()
@@ -212,7 +212,7 @@ def _run_training(plan, started: float):
     from nmt_cli.training import train as run_training
 
     try:
-        return run_training(plan, console.RichReporter(), started)
+        return run_training(plan, console.RichReporter(), started, distribute)
     except Interrupted as stop:
         console.stderr.print(
             f"stopped by {signal.Signals(stop.signal_number).name} at {stop.position}: saved {stop.checkpoint}; "

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, get_type_hints
 
 from nmt_cli import __version__
+from nmt_cli.distribute import STRATEGIES
 from nmt_cli.errors import UserError
 from nmt_cli.models import ARCHITECTURE_NAMES
 
@@ -128,7 +129,7 @@ def fill_arch_defaults(options: Any, arch: str) -> None:
 
 @dataclass
 class ModelConfig:
-    arch: str = option("attention", "The architecture.", choices=ARCHITECTURE_NAMES)
+    arch: str = option("transformer", "The architecture.", choices=ARCHITECTURE_NAMES)
     units: int = option(256, "LSTM units, or the Transformer's width (d_model).", minimum=1)
     embedding_dim: int = option(256, "Embedding size.", minimum=1, archs=RNN_ARCHS)
     layers: int | None = option(
@@ -171,7 +172,7 @@ class ModelConfig:
             )
 
 
-PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 
 
 @dataclass
@@ -189,7 +190,7 @@ class TrainingConfig:
         None,
         "Padded positions per batch: as many pairs as fit. 0: --batch-size pairs.",
         minimum=0,
-        by_arch={"seq2seq": 0, "attention": 0, "transformer": 6000},
+        by_arch={"seq2seq": 0, "attention": 0, "transformer": 4000},
     )
     learning_rate: float | None = option(
         None,
@@ -207,13 +208,15 @@ class TrainingConfig:
         None,
         "Steps of linear warm-up to the learning rate.",
         minimum=0,
-        by_arch={"seq2seq": 0, "attention": 0, "transformer": 4000},
+        by_arch={"seq2seq": 0, "attention": 0, "transformer": 800},
     )
     clipnorm: float = option(1.0, "Clip each gradient to this norm; 0 turns clipping off.", minimum=0.0)
     label_smoothing: float = option(0.1, "Label smoothing.", minimum=0.0, below=1.0)
     precision: str = option(
-        "float32",
-        "Keras' precision policy; the output layer and softmax stay float32.",
+        "auto",
+        "Keras' precision policy; the output layer and softmax stay float32. auto: mixed precision on a GPU "
+        "(float16 on GPUs without bfloat16), mixed bfloat16 for the Transformer on a CPU with bfloat16 "
+        "instructions, else float32.",
         choices=PRECISIONS,
     )
     best_by: str = option(
@@ -419,6 +422,12 @@ class TrainOptions:
     model_dir: Path = _model_dir("Where checkpoints, config and history go.")
     config: Path | None = option(None, "TOML or YAML file of options; flags override it.")
     restart: bool = option(False, "Discard the model directory's checkpoints and start over.", flag="--restart")
+    distribute: str = option(
+        "auto",
+        "Where to train: none (this process), mirrored (every GPU of this machine), multi-worker (the "
+        "machines TF_CONFIG or Slurm lists), or auto (mirrored with more than one GPU, else none).",
+        choices=STRATEGIES,
+    )
 
 
 @dataclass

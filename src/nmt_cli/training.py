@@ -28,11 +28,12 @@ from nmt_cli import files
 from nmt_cli.checkpoints import CheckpointPolicy, Position, forget_after
 from nmt_cli.config import RunConfig, TrainingConfig
 from nmt_cli.dataset import ParallelBatches
+from nmt_cli.distribute import auto_precision, make_strategy, this_task
 from nmt_cli.errors import UserError
 from nmt_cli.evaluation import SplitScorer
 from nmt_cli.models import architecture, build_models, check_fits_in_memory, load_checkpoint
 from nmt_cli.models.base import Seq2SeqModels
-from nmt_cli.objectives import MaskedCrossEntropy, MaskedTokenAccuracy, TargetTokens
+from nmt_cli.objectives import MaskedCrossEntropy, MaskedTokenAccuracy, TargetTokens, correct_tokens, token_loss_sum
 from nmt_cli.plan import TrainPlan
 from nmt_cli.progress import Reporter
 from nmt_cli.schedules import WarmupSchedule
@@ -127,31 +128,46 @@ def _copy_data_description(plan: TrainPlan) -> None:
     files.write_bytes(plan.workspace.data_manifest, plan.data.manifest_path.read_bytes())
 
 
-def train(plan: TrainPlan, reporter: Reporter | None = None, started: float | None = None) -> TrainResult:
-    """Run the plan. `started` (time.monotonic()) is when the time budget began: now if None."""
+def train(
+    plan: TrainPlan, reporter: Reporter | None = None, started: float | None = None, distribute: str = "none"
+) -> TrainResult:
+    """Run the plan. `started` (time.monotonic()) is when the time budget began: now if None.
+
+    `distribute` names the tf.distribute strategy (distribute.py). With several workers only the
+    chief writes to the model directory; every worker trains, validates and stops together.
+    """
     started = time.monotonic() if started is None else started
     reporter = reporter or Reporter()
     workspace, config = plan.workspace, plan.config
     training = config.training
+    chief = this_task(distribute).is_chief
+    # MultiWorkerMirroredStrategy must come before TensorFlow sets up its devices.
+    strategy = make_strategy(distribute)
     check_fits_in_memory(architecture(config.model.arch).parameter_count(config.model), copies=4, what="to train")
-    if plan.restart:
-        workspace.clear()  # only once the new run's options and data are known to be good
-    workspace.checkpoints.mkdir(parents=True, exist_ok=True)
-    workspace.remove_partial_files()
+    if chief:
+        if plan.restart:
+            workspace.clear()  # only once the new run's options and data are known to be good
+        workspace.checkpoints.mkdir(parents=True, exist_ok=True)
+        workspace.remove_partial_files()
 
-    keras.mixed_precision.set_dtype_policy(training.precision)
-    position, models = _load_newest(plan, reporter)
-    # XLA and op determinism exclude each other in Keras: --jit trades reproducibility for speed.
-    set_determinism(training.seed + position.epochs, deterministic_ops=not training.jit_compile)
-    optimizer = make_optimizer(training)
-    if models is None:
-        models = build_models(config.model)
-    else:
-        reporter.note(f"resuming from {position} of {workspace.root}")
-        restore_optimizer_state(optimizer, models.training.optimizer, models.training)
-    compile_model(models.training, training, optimizer)
-    files.write_text(workspace.config, config.to_json())
-    _copy_data_description(plan)
+    precision = training.precision
+    if precision == "auto":
+        precision = auto_precision(config.model.arch)
+    keras.mixed_precision.set_dtype_policy(precision)
+    with strategy.scope():
+        position, models = _load_newest(plan, reporter)
+        # XLA and op determinism exclude each other in Keras: --jit trades reproducibility for speed.
+        set_determinism(training.seed + position.epochs, deterministic_ops=not training.jit_compile)
+        optimizer = make_optimizer(training)
+        if models is None:
+            models = build_models(config.model)
+        else:
+            reporter.note(f"resuming from {position} of {workspace.root}")
+            restore_optimizer_state(optimizer, models.training.optimizer, models.training)
+        compile_model(models.training, training, optimizer)
+    if chief:
+        files.write_text(workspace.config, config.to_json())
+        _copy_data_description(plan)
 
     def batches(split: str, shuffle: bool) -> ParallelBatches:
         source, target = plan.data.load_split(split)
@@ -166,42 +182,129 @@ def train(plan: TrainPlan, reporter: Reporter | None = None, started: float | No
         reporter.warn(
             f"{workspace.history} has no row for epoch {', '.join(map(str, missing))}: it goes on without them"
         )
-    forget_after(workspace, position)
-    policy = CheckpointPolicy(workspace, models, history, training.save_every, training.best_by)
+    if chief:
+        forget_after(workspace, position)
+    policy = CheckpointPolicy(workspace, models, history, training.save_every, training.best_by, writes=chief)
+    scorer = None
+    if training.best_by == "bleu" and chief:
+        target_tokenizer = workspace.tokenizer(plan.data.manifest().target_lang)
+        scorer = SplitScorer(models.encoder, models.decoder, plan.data, target_tokenizer)
     deadline = started + training.time_budget * 60 if training.time_budget else math.inf
+    across_workers = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
     monitor = _EpochMonitor(
         policy,
-        ScalarLog(workspace.logs),
-        SplitScorer(models.encoder, models.decoder, plan.data, workspace.tokenizer(plan.data.manifest().target_lang))
-        if training.best_by == "bleu"
-        else None,
+        ScalarLog(workspace.logs) if chief else None,
+        scorer,
         train_batches,
         position,
         training,
         deadline,
         reporter,
+        decides=chief,
+        consensus=_consensus(strategy) if across_workers else None,
     )
-    dev = dev_batches.dataset()
     with _signals_stop(monitor), _out_of_memory_explained():
         try:
-            # One `fit` per epoch: every epoch's plan has its own length (and a resumed one is
-            # shorter), which Keras takes from the dataset only once per call.
-            for epoch in range(position.epochs, training.epochs):
-                skip = position.batches if epoch == position.epochs else 0
-                models.training.fit(
-                    train_batches.dataset(epoch, skip),
-                    validation_data=dev,
-                    epochs=epoch + 1,
-                    initial_epoch=epoch,
-                    callbacks=[monitor],
-                    shuffle=False,  # the batch plan shuffles, epoch by epoch
-                    verbose=0,
-                )
-                if monitor.stopped_by is not None:
-                    break
+            if across_workers:
+                _fit_across_workers(strategy, models, optimizer, training, train_batches, dev_batches, monitor)
+            else:
+                _fit(models, training, train_batches, dev_batches, monitor)
         finally:
             monitor.close()
     return TrainResult(config=config, history=policy.history, position=monitor.position, stopped_by=monitor.stopped_by)
+
+
+def _fit(models: Seq2SeqModels, training: TrainingConfig, train_batches, dev_batches, monitor: _EpochMonitor) -> None:
+    """Keras' own loop, one `fit` per epoch: every epoch's plan has its own length (and a resumed
+    one is shorter), which Keras takes from the dataset only once per call."""
+    dev, start = dev_batches.dataset(), monitor.start
+    for epoch in range(start.epochs, training.epochs):
+        models.training.fit(
+            train_batches.dataset(epoch, start.batches if epoch == start.epochs else 0),
+            validation_data=dev,
+            epochs=epoch + 1,
+            initial_epoch=epoch,
+            callbacks=[monitor],
+            shuffle=False,  # the batch plan shuffles, epoch by epoch
+            verbose=0,
+        )
+        if monitor.stopped_by is not None:
+            break
+
+
+def _fit_across_workers(strategy, models, optimizer, training, train_batches, dev_batches, monitor) -> None:
+    """The same training as `_fit` for several workers, where Keras' `fit` cannot go
+    (MultiWorkerMirroredStrategy): a step per global batch, each worker on its share of it, with
+    the same model, loss, metrics, optimizer and monitor.
+
+    Each worker's summed loss is divided by the global batch's real target tokens, so the
+    gradients the optimizer adds up across workers are those of the one-worker mean loss.
+    """
+    model, smoothing = models.training, training.label_smoothing
+
+    def replica_step(inputs, target, global_tokens):
+        with tf.GradientTape() as tape:
+            logits = model(inputs, training=True)
+            total, tokens = token_loss_sum(target, logits, smoothing)
+            loss = optimizer.scale_loss(total / global_tokens)
+        optimizer.apply(tape.gradient(loss, model.trainable_variables), model.trainable_variables)
+        return total, correct_tokens(target, logits), tokens
+
+    @tf.function
+    def train_step(batch):
+        per_replica = strategy.run(replica_step, args=batch)
+        return [strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None) for value in per_replica]
+
+    @tf.function
+    def evaluate_step(inputs, target):
+        logits = model(inputs, training=False)
+        total, tokens = token_loss_sum(target, logits, smoothing)
+        return total, correct_tokens(target, logits), tokens
+
+    def shares(epoch: int, skip: int):
+        return strategy.distribute_datasets_from_function(
+            lambda context: train_batches.worker_dataset(
+                epoch, skip, context.input_pipeline_id, context.num_input_pipelines
+            )
+        )
+
+    model.stop_training = False
+    monitor.set_model(model)
+    monitor.on_train_begin()
+    start = monitor.start
+    for epoch in range(start.epochs, training.epochs):
+        monitor.on_epoch_begin(epoch)
+        loss, correct, tokens = 0.0, 0.0, 0.0
+        for index, batch in enumerate(shares(epoch, start.batches if epoch == start.epochs else 0)):
+            step = [float(value) for value in train_step(batch)]
+            loss, correct, tokens = loss + step[0], correct + step[1], tokens + step[2]
+            logs = {"loss": loss / max(tokens, 1.0), "accuracy": correct / max(tokens, 1.0), "target_tokens": tokens}
+            monitor.on_train_batch_end(index, logs)
+            if model.stop_training:
+                break
+        # Every worker validates on the whole dev split: the same figures everywhere.
+        sums = [0.0, 0.0, 0.0]
+        for inputs, target in dev_batches.dataset():
+            sums = [a + float(b) for a, b in zip(sums, evaluate_step(inputs, target))]
+        validation = {"val_loss": sums[0] / max(sums[2], 1.0), "val_accuracy": sums[1] / max(sums[2], 1.0)}
+        monitor.on_epoch_end(epoch, {**logs, **validation})
+        if model.stop_training:
+            break
+
+
+def _consensus(strategy):
+    """Across workers, the strongest stop request any of them makes (see _EpochMonitor)."""
+
+    @tf.function
+    def count(request):
+        votes = tf.one_hot(request, len(STOP_REASONS) + 1)
+        return strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(tf.identity, args=(votes,)), axis=None)
+
+    def agree(request: int) -> int:
+        votes = count(tf.constant(request)).numpy()
+        return max(reason for reason, votes_for in enumerate(votes) if votes_for > 0 or reason == 0)
+
+    return agree
 
 
 def _load_newest(plan: TrainPlan, reporter: Reporter) -> tuple[Position, Seq2SeqModels | None]:
@@ -231,10 +334,10 @@ def _signals_stop(monitor: _EpochMonitor) -> Iterator[None]:
     """SIGINT and SIGTERM ask the monitor to stop at the next step boundary; a second one kills."""
 
     def ask(signal_number, frame):
-        if monitor.stop_signal is not None:
+        if monitor.signal_received is not None:
             signal.signal(signal_number, signal.SIG_DFL)
             os.kill(os.getpid(), signal_number)
-        monitor.stop_signal = signal_number
+        monitor.signal_received = signal_number
 
     previous = {number: signal.signal(number, ask) for number in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -266,27 +369,41 @@ class ScalarLog:
             self.writers[side].flush()
 
 
+STOP_REASONS = ("time budget", "patience", "signal")  # request codes 1, 2, 3: the higher one wins
+
+
 class _EpochMonitor(keras.callbacks.Callback):
-    """Progress, the reasons to stop early, and each epoch's history row for the checkpoint policy."""
+    """Progress, the reasons to stop early, and each epoch's history row for the checkpoint policy.
+
+    Whether to stop is agreed at every step and epoch end: each process makes a request (0: go
+    on), `consensus` turns them into one decision, the same in every process. A lone process
+    agrees with itself; several workers take the strongest request any of them made. Only a
+    process that `decides` asks to stop for the time budget or patience (the chief of several,
+    whose clock and figures count); any may ask for a signal it received.
+    """
 
     def __init__(
         self,
         policy: CheckpointPolicy,
-        scalars: ScalarLog,
+        scalars: ScalarLog | None,
         scorer: SplitScorer | None,
         batches: ParallelBatches,
         start: Position,
         training: TrainingConfig,
         deadline: float,
         reporter: Reporter,
+        decides: bool = True,
+        consensus=None,
     ):
         super().__init__()
         self.policy, self.scalars, self.scorer, self.batches = policy, scalars, scorer, batches
         self.training, self.deadline, self.reporter = training, deadline, reporter
+        self.decides, self.consensus = decides, consensus or (lambda request: request)
         self.position, self.start = start, start
         self.run_stack, self.epoch_stack = ExitStack(), ExitStack()
         self.stopped_by: str | None = None
-        self.stop_signal: int | None = None
+        self.signal_received: int | None = None  # set by the signal handler
+        self.stop_signal: int | None = None  # the signal training stops for, once agreed
         self.reserve = FIRST_RESERVE_SECONDS
         self.run = None
 
@@ -321,6 +438,19 @@ class _EpochMonitor(keras.callbacks.Callback):
             return Position(self.epoch + 1)
         return Position(self.epoch, self.skipped + self.done_batches)
 
+    def _agree(self, budget_spent: bool, patience_spent: bool = False) -> int:
+        request = 0
+        if self.signal_received is not None:
+            request = 3
+        elif self.decides and patience_spent:
+            request = 2
+        elif self.decides and budget_spent:
+            request = 1
+        agreed = self.consensus(request)
+        if agreed == 3:
+            self.stop_signal = self.signal_received or signal.SIGTERM  # a worker's signal stops all
+        return agreed
+
     def on_train_batch_end(self, batch, logs=None):
         logs = logs or {}
         self.done_batches += 1
@@ -334,12 +464,13 @@ class _EpochMonitor(keras.callbacks.Callback):
         rate = round(float(logs.get("target_tokens", 0.0)) / max(self.last_batch_end - self.started, 1e-9))
         self.run.advance(1)
         self.task.advance(1, loss=loss, acc=float(logs.get("accuracy", 0.0)), **{"tok/s": rate})
+        agreed = self._agree(budget_spent=self.last_batch_end + self.reserve >= self.deadline)
         if self.done_batches == self.epoch_batches:
             return  # the epoch's end saves what a stop needs
-        if self.stop_signal is not None:
+        if agreed == 3:
             self.position = self._here()
             raise Interrupted(self.stop_signal, self.position, self.policy.save_resume_point(self.position))
-        if self.last_batch_end + self.reserve >= self.deadline:
+        if agreed == 1:
             self.stopped_by = "time budget"
             self.model.stop_training = True
 
@@ -359,18 +490,21 @@ class _EpochMonitor(keras.callbacks.Callback):
             "learning_rate": current_learning_rate(self.model.optimizer),
             "seconds": seconds,
             "tokens_per_second": float(logs["target_tokens"]) / seconds,
-            "steps": int(self.model.optimizer.iterations),  # optimizer steps so far, over every run
+            "steps": int(self.model.optimizer.iterations.numpy()),  # optimizer steps so far, over every run
         }
-        if complete and time.monotonic() + self.reserve >= self.deadline:
-            self.stopped_by = "time budget"
         patience = self.training.patience
-        if complete and patience and not self.policy.improves(row) and self.policy.epochs_since_best + 1 >= patience:
-            self.stopped_by = f"--patience {patience}"
-        if self.stop_signal is not None:
+        patience_spent = (
+            bool(patience) and not self.policy.improves(row) and self.policy.epochs_since_best + 1 >= patience
+        )
+        agreed = self._agree(complete and time.monotonic() + self.reserve >= self.deadline, complete and patience_spent)
+        if agreed == 3:
             self.stopped_by = signal.Signals(self.stop_signal).name
+        elif agreed:
+            self.stopped_by = self.stopped_by or ("time budget" if agreed == 1 else f"--patience {patience}")
         last = self.position.epochs == self.training.epochs or self.stopped_by is not None
         self.policy.epoch_end(row, self.position, last=last)
-        self.scalars.epoch_end(row)
+        if self.scalars is not None:
+            self.scalars.epoch_end(row)
         self.reporter.epoch_end(epoch + 1, {k: v for k, v in row.items() if k != "epoch"})
         if self.stop_signal is not None:  # perhaps received while this epoch's files were written
             if self.position.batches:

@@ -159,7 +159,7 @@ class Attention(Seq2Seq):
             inputs = config.embedding_dim if i == 0 else units
             count += 2 * lstm_weights(inputs, units // 2) if config.bidirectional else lstm_weights(inputs, units)
         keys, combine = units * units, (2 * units + 1) * units
-        scale = 1 if config.attention == "luong" else units  # Luong: one scale; Bahdanau: a vector
+        scale = 0 if config.attention == "luong" else units  # Bahdanau's additive score learns a scale vector
         return count + keys + combine + scale
 
     def make_layers(self, config: ModelConfig) -> dict[str, kl.Layer]:

@@ -1,0 +1,97 @@
+"""Where training runs: TensorFlow's distribution strategies, and which process is the chief.
+
+    none          TensorFlow's default strategy: this process, its devices as TensorFlow places ops
+    mirrored      MirroredStrategy: one replica per GPU of this machine (or per logical CPU device)
+    multi-worker  MultiWorkerMirroredStrategy over the machines TF_CONFIG lists (or Slurm's, when
+                  TF_CONFIG is absent and Slurm's variables are set); one replica per worker
+    auto          mirrored when more than one GPU is visible, else none
+
+Which process is the chief is read from TF_CONFIG (or Slurm) without TensorFlow, so that the
+model directory's lock and every write belong to the chief from the start.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+
+from nmt_cli.errors import UserError
+
+STRATEGIES = ("auto", "none", "mirrored", "multi-worker")
+
+
+@dataclass(frozen=True)
+class Task:
+    """This process' place in a cluster: a lone process is its own chief."""
+
+    kind: str = "chief"
+    index: int = 0
+    workers: int = 1
+    has_chief: bool = True  # does the cluster name a chief? If not, worker 0 is it
+
+    @property
+    def is_chief(self) -> bool:
+        return self.kind == "chief" or (self.kind == "worker" and self.index == 0 and not self.has_chief)
+
+
+def this_task(strategy: str) -> Task:
+    """This process' task: from TF_CONFIG, or Slurm's variables, for multi-worker; else the chief."""
+    if strategy != "multi-worker":
+        return Task()
+    raw = os.environ.get("TF_CONFIG")
+    if raw:
+        try:
+            config = json.loads(raw)
+            cluster, task = config["cluster"], config["task"]
+            kind, index = task["type"], int(task["index"])
+            workers = sum(len(cluster.get(name, [])) for name in ("chief", "worker"))
+        except (ValueError, KeyError, TypeError) as error:
+            raise UserError(f"TF_CONFIG is not a cluster description TensorFlow can use: {error}") from None
+        return Task(kind, index, workers, has_chief=bool(cluster.get("chief")))
+    if "SLURM_PROCID" in os.environ:
+        workers = int(os.environ.get("SLURM_NTASKS", "1"))
+        return Task("worker", int(os.environ["SLURM_PROCID"]), workers, has_chief=False)
+    raise UserError("--distribute multi-worker needs TF_CONFIG (or a Slurm job) to say where the workers are")
+
+
+def make_strategy(kind: str):
+    """The tf.distribute strategy `--distribute` names (TensorFlow is loaded by now)."""
+    import tensorflow as tf
+
+    if kind == "multi-worker":  # first: it must be made before TensorFlow sets up its devices
+        if os.environ.get("TF_CONFIG"):
+            resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
+        else:
+            resolver = tf.distribute.cluster_resolver.SlurmClusterResolver()
+        return tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver)
+    gpus = tf.config.list_logical_devices("GPU")
+    if kind == "auto":
+        kind = "mirrored" if len(gpus) > 1 else "none"
+    if kind == "none":
+        return tf.distribute.get_strategy()
+    devices = gpus or tf.config.list_logical_devices("CPU")
+    return tf.distribute.MirroredStrategy([device.name for device in devices])
+
+
+def auto_precision(arch: str) -> str:
+    """Mixed precision where it pays: bfloat16 on GPUs that have it (compute capability 8 and
+    up), float16 on older GPUs. On a CPU, bfloat16 for the Transformer where the CPU has bfloat16
+    instructions (AMX or AVX512_BF16: 1.4 times the float32 speed measured); float32 for the
+    LSTMs, which gained no speed in bfloat16 here and learned the reversal task far worse."""
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        capability = tf.config.experimental.get_device_details(gpus[0]).get("compute_capability", (0, 0))
+        return "mixed_bfloat16" if capability >= (8, 0) else "mixed_float16"
+    return "mixed_bfloat16" if arch == "transformer" and _cpu_has_bfloat16() else "float32"
+
+
+def _cpu_has_bfloat16() -> bool:
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as cpuinfo:
+            flags = next((line for line in cpuinfo if line.startswith("flags")), "").split()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags

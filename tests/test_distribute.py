@@ -1,0 +1,169 @@
+"""Training with tf.distribute: two real `nmt train --distribute multi-worker` processes on
+127.0.0.1, and MirroredStrategy over two logical CPU devices. Every process is bounded in time
+and killed if a test fails."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from nmt_cli.checkpoints import resume_points
+from nmt_cli.distribute import Task, this_task
+from nmt_cli.errors import UserError
+from nmt_cli.workspace import Workspace, read_history
+
+# Small enough that an epoch of the reversal task takes a few seconds with two workers.
+TINY = ["--arch", "seq2seq", "--units", "16", "--embedding-dim", "8", "--batch-size", "32", "--best-by", "loss"]
+# No dropout (each worker draws its own masks) and no clipping (each worker would clip its own
+# share's gradient): what stays is the same arithmetic in another order.
+EXACT = ["--dropout", "0", "--clipnorm", "0"]
+
+
+def free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+@pytest.fixture
+def cluster():
+    """`cluster(args_of_worker)`: starts one `nmt train --distribute multi-worker` per worker, each
+    with its TF_CONFIG; whatever still runs at the end of the test is killed."""
+    started: list[subprocess.Popen] = []
+
+    def start(args_of_worker: list[list]) -> list[subprocess.Popen]:
+        addresses = [f"127.0.0.1:{port}" for port in free_ports(len(args_of_worker))]
+        for index, args in enumerate(args_of_worker):
+            tf_config = {"cluster": {"worker": addresses}, "task": {"type": "worker", "index": index}}
+            env = {**os.environ, "TF_CONFIG": json.dumps(tf_config), "COLUMNS": "200"}
+            command = [sys.executable, "-m", "nmt_cli", "train", "--distribute", "multi-worker", *map(str, args)]
+            started.append(
+                subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+            )
+        return started[-len(args_of_worker) :]
+
+    yield start
+    for process in started:
+        if process.poll() is None:
+            process.kill()
+        process.communicate(timeout=30)
+
+
+def finish(processes: list[subprocess.Popen], seconds: float = 300) -> list[tuple[int, str]]:
+    deadline = time.monotonic() + seconds
+    results = []
+    for process in processes:
+        _, err = process.communicate(timeout=max(deadline - time.monotonic(), 1))
+        results.append((process.returncode, err))
+    return results
+
+
+def epoch_losses(model_dir: Path) -> list[float]:
+    return [row["loss"] for row in read_history(Workspace(model_dir).history)]
+
+
+def test_the_chief_is_the_worker_a_cluster_names_so(monkeypatch):
+    monkeypatch.setenv(
+        "TF_CONFIG", json.dumps({"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 1}})
+    )
+    assert this_task("multi-worker") == Task("worker", 1, 2, has_chief=False) and not this_task("multi-worker").is_chief
+    monkeypatch.setenv(
+        "TF_CONFIG",
+        json.dumps({"cluster": {"chief": ["a:1"], "worker": ["b:2"]}, "task": {"type": "worker", "index": 0}}),
+    )
+    assert not this_task("multi-worker").is_chief
+    assert this_task("none").is_chief
+    monkeypatch.setenv("TF_CONFIG", "{not json")
+    with pytest.raises(UserError, match="TF_CONFIG"):
+        this_task("multi-worker")
+    monkeypatch.delenv("TF_CONFIG")
+    monkeypatch.setenv("SLURM_PROCID", "0")
+    monkeypatch.setenv("SLURM_NTASKS", "4")
+    assert this_task("multi-worker") == Task("worker", 0, 4, has_chief=False) and this_task("multi-worker").is_chief
+
+
+def test_two_workers_train_one_model_that_only_the_chief_writes(tmp_path, reversal_data, cluster):
+    chief_dir, worker_dir = tmp_path / "chief", tmp_path / "worker"
+    common = ["--data-dir", reversal_data, *TINY, "--epochs", "2", "--save-every", "1"]
+    results = finish(cluster([[*common, "--model-dir", chief_dir], [*common, "--model-dir", worker_dir]]))
+    for returncode, err in results:
+        assert returncode == 0, err
+    assert not worker_dir.exists()  # the other worker writes nowhere
+    workspace = Workspace(chief_dir)
+    assert workspace.saved_epochs() == [1, 2] and [int(r["epoch"]) for r in read_history(workspace.history)] == [1, 2]
+    translated = subprocess.run(
+        [sys.executable, "-m", "nmt_cli", "translate", "--model-dir", str(chief_dir), "a b c"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert translated.returncode == 0 and len(translated.stdout.splitlines()) == 1, translated.stderr
+
+
+def test_two_workers_give_the_loss_of_one_with_the_same_global_batch(tmp_path, reversal_data, cluster):
+    common = ["--data-dir", reversal_data, *TINY, *EXACT, "--epochs", "1"]
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert finish(cluster([[*common, "--model-dir", one]]))[0][0] == 0
+    results = finish(cluster([[*common, "--model-dir", two], [*common, "--model-dir", tmp_path / "other"]]))
+    assert [code for code, _ in results] == [0, 0], results
+    # Each worker sums its share's token losses and divides by the global batch's token count,
+    # so the step is the one-worker step; only float32 sums in another order differ, by about
+    # 1e-7 a step, which 63 steps of Adam keep far below this tolerance.
+    assert epoch_losses(two) == pytest.approx(epoch_losses(one), rel=1e-4)
+
+
+def test_sigterm_to_the_chief_of_two_workers_saves_a_checkpoint_that_resumes(tmp_path, reversal_data, cluster):
+    model_dir = tmp_path / "model"
+    common = ["--data-dir", reversal_data, *TINY, "--model-dir", model_dir]
+    chief, worker = cluster([[*common, "--epochs", "50"], [*common, "--epochs", "50"]])
+    workspace = Workspace(model_dir)
+    deadline = time.monotonic() + 240
+    while not workspace.history.exists():
+        assert time.monotonic() < deadline and chief.poll() is None, "the first epoch never ended"
+        time.sleep(0.1)
+    chief.send_signal(signal.SIGTERM)
+    (chief_code, chief_err), (worker_code, _) = finish([chief, worker])
+    assert chief_code == 143 and worker_code == 143, chief_err
+    (position, _), *_ = resume_points(workspace)
+    assert position.epochs >= 1
+
+    results = finish(cluster([[*common, "--epochs", str(position.epochs + 1)]] * 2))
+    assert [code for code, _ in results] == [0, 0], results
+    assert f"resuming from {position}" in results[0][1]
+
+
+MIRRORED = textwrap.dedent(
+    """
+    import sys
+    import tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    from nmt_cli import cli
+    sys.argv = ["nmt", *sys.argv[1:]]
+    cli.main()
+    """
+)
+
+
+def test_mirrored_over_two_logical_cpus_trains_and_resumes(tmp_path, reversal_data):
+    model_dir = tmp_path / "model"
+    common = [sys.executable, "-c", MIRRORED, "train", "--distribute", "mirrored", "--data-dir", str(reversal_data)]
+    common += [*TINY, "--model-dir", str(model_dir), "--save-every", "1"]
+    for epochs in (1, 2):
+        completed = subprocess.run([*common, "--epochs", str(epochs)], capture_output=True, text=True, timeout=300)
+        assert completed.returncode == 0, completed.stderr
+    assert "resuming from the end of epoch 1" in completed.stderr
+    assert [int(r["epoch"]) for r in read_history(Workspace(model_dir).history)] == [1, 2]
