@@ -70,7 +70,7 @@ def measure(data_dir: Path, model_options: dict, training_options: dict, steps: 
     from nmt_cli.datadir import DataDir
     from nmt_cli.dataset import ParallelBatches
     from nmt_cli.models import build_models
-    from nmt_cli.training import compile_model, set_determinism
+    from nmt_cli.training import compile_model, make_optimizer, set_determinism
 
     data = DataDir(data_dir)
     manifest = data.manifest()
@@ -79,11 +79,12 @@ def measure(data_dir: Path, model_options: dict, training_options: dict, steps: 
         source_vocab_size=manifest.vocab_size(manifest.source_lang),
         target_vocab_size=manifest.vocab_size(manifest.target_lang),
     )
-    training = RunConfig(model=config, training=TrainingConfig(**training_options)).training
+    # Each row names its precision: float32 unless it says otherwise, whatever this CPU would choose.
+    training = RunConfig(model=config, training=TrainingConfig(**{"precision": "float32", **training_options})).training
     keras.mixed_precision.set_dtype_policy(training.precision)
     set_determinism(training.seed, deterministic_ops=not training.jit_compile)
     models = build_models(config)
-    compile_model(models.training, training)
+    compile_model(models.training, training, make_optimizer(training, training.precision))
     source, target = data.load_split("train")
     batches = ParallelBatches(
         source, target, training.batch_size, training.seed, shuffle=True, batch_tokens=training.batch_tokens

@@ -81,6 +81,24 @@ def test_forget_after_drops_a_best_model_from_later(workspace):
     assert not any(p.exists() for p in (workspace.best, workspace.encoder, workspace.decoder, workspace.best_stamp))
 
 
+def test_forget_after_drops_a_best_model_without_its_stamp_and_later_epochs(workspace):
+    for path in (
+        workspace.best,
+        workspace.encoder,
+        workspace.decoder,
+        workspace.checkpoint(2),
+        workspace.checkpoint(3),
+    ):
+        touch(path)
+    forget_after(workspace, Position(2))  # as if killed while best.keras of epoch 3 was being saved
+    assert not any(p.exists() for p in (workspace.best, workspace.encoder, workspace.decoder))
+    assert workspace.saved_epochs() == [2]
+    # The next epoch is then saved as the best, though the history holds a better figure.
+    policy = CheckpointPolicy(workspace, models(), [row(1, 1.0, 30.0), row(2, 2.0, 20.0)], 5, best_by="bleu")
+    policy.epoch_end(row(3, 3.0, 10.0), Position(3), last=False)
+    assert json.loads(workspace.best_stamp.read_text())["epoch"] == 3
+
+
 def test_a_best_stamp_from_before_positions_is_an_epochs_end(workspace):
     workspace.best_stamp.write_text('{"epoch": 7}\n')
     assert best_position(workspace) == Position(7)
@@ -124,5 +142,6 @@ def test_a_stop_inside_an_epoch_saves_a_resume_point_that_a_later_epoch_removes(
 
 def test_the_best_so_far_comes_from_the_history(workspace):
     earlier = [row(1, 2.0, 15.0), row(2, 1.8, math.nan)]
+    touch(workspace.best)  # the best of those epochs
     policy = CheckpointPolicy(workspace, models(), list(earlier), save_every=5, best_by="bleu")
     assert not policy.improves(row(3, 1.0, 14.0)) and policy.improves(row(3, 1.0, 15.5))

@@ -321,12 +321,20 @@ def test_evaluate_all_checkpoints_table(model):
     best = max(range(2), key=lambda i: reports[i]["scores"]["bleu"])
     assert ["*" in row for row in rows] == [i == best for i in range(2)], result.stdout
     assert "highest BLEU" in result.stdout
-    # ... and, apart from it, the epoch best.keras holds (chosen by validation loss).
+    # ... and, apart from it, the epoch best.keras holds (the fixture trains with --best-by loss).
     from nmt_cli.workspace import Workspace
 
     held = Workspace(Path(model)).best_epoch()
-    assert ["= best" in row for row in rows] == [f"epoch-{held}" in row for row in rows], result.stdout
-    assert "lowest validation loss" in result.stdout
+    assert ["= best" in row for row in rows] == [bool(re.search(rf"epoch-{held}\b", row)) for row in rows], (
+        result.stdout
+    )
+    assert f"holds epoch {held}, the epoch with the lowest validation loss" in " ".join(result.stdout.split())
+
+
+def test_evaluate_answers_a_missing_data_directory_before_tensorflow_loads(model, tmp_path):
+    completed = nmt("evaluate", "--model-dir", model, "--data-dir", tmp_path / "nowhere", before_tensorflow=True)
+    assert completed.returncode == 2, completed.stderr  # 99: the answer came after TensorFlow loaded
+    assert completed.stderr.startswith("error: ") and "nmt prepare" in completed.stderr
 
 
 def test_evaluate_all_checkpoints_json(model):
@@ -454,6 +462,22 @@ def test_output_into_a_fifo_is_streamed(model, reference, tmp_path):
     ok("translate", "--model-dir", model, "--output", fifo, "a b c")
     reader.join(timeout=30)
     assert received == [reference(model, ["a b c"])[0] + "\n"] and not fifo.is_file()
+
+
+def test_evaluate_into_a_fifo_streams_and_keeps_its_scores_in_the_model(model, tmp_path):
+    import threading
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    received = []
+    reader = threading.Thread(target=lambda: received.append(fifo.read_text(encoding="utf-8")))
+    reader.start()
+    report = json.loads(ok("evaluate", "--model-dir", model, "--split", "dev", "--output", fifo, "--json").stdout)
+    reader.join(timeout=30)
+    assert len(received[0].splitlines()) == 100 and not fifo.is_file()
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["pipe"]  # nothing written beside the pipe
+    assert Path(report["scores_file"]) == Path(model) / "eval" / "dev-best-beam5.scores.json"
+    assert json.loads(Path(report["scores_file"]).read_text())["scores"] == report["scores"]
 
 
 @pytest.mark.parametrize("command", ["translate", "evaluate"])

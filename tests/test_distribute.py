@@ -151,7 +151,13 @@ MIRRORED = textwrap.dedent(
     import tensorflow as tf
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-    from nmt_cli import cli
+    from nmt_cli import cli, training
+    made = training.make_strategy
+    def reporting(kind):
+        strategy = made(kind)
+        print(f"replicas in sync: {strategy.num_replicas_in_sync}", file=sys.stderr)
+        return strategy
+    training.make_strategy = reporting
     sys.argv = ["nmt", *sys.argv[1:]]
     cli.main()
     """
@@ -159,11 +165,19 @@ MIRRORED = textwrap.dedent(
 
 
 def test_mirrored_over_two_logical_cpus_trains_and_resumes(tmp_path, reversal_data):
-    model_dir = tmp_path / "model"
-    common = [sys.executable, "-c", MIRRORED, "train", "--distribute", "mirrored", "--data-dir", str(reversal_data)]
-    common += [*TINY, "--model-dir", str(model_dir), "--save-every", "1"]
-    for epochs in (1, 2):
-        completed = subprocess.run([*common, "--epochs", str(epochs)], capture_output=True, text=True, timeout=300)
+    def run(distribute: str, model_dir: Path, epochs: int) -> str:
+        command = [sys.executable, "-c", MIRRORED, "train", "--distribute", distribute, "--data-dir", reversal_data]
+        command += [*TINY, *EXACT, "--model-dir", model_dir, "--save-every", "1", "--epochs", epochs]
+        completed = subprocess.run(list(map(str, command)), capture_output=True, text=True, timeout=300)
         assert completed.returncode == 0, completed.stderr
-    assert "resuming from the end of epoch 1" in completed.stderr
-    assert [int(r["epoch"]) for r in read_history(Workspace(model_dir).history)] == [1, 2]
+        return completed.stderr
+
+    mirrored, alone = tmp_path / "mirrored", tmp_path / "alone"
+    assert "replicas in sync: 2" in run("mirrored", mirrored, 1)
+    assert "resuming from the end of epoch 1" in run("mirrored", mirrored, 2)
+    assert [int(r["epoch"]) for r in read_history(Workspace(mirrored).history)] == [1, 2]
+    assert "replicas in sync: 1" in run("none", alone, 1)
+    # Each replica averages over its half of the batch, and the halves hold different numbers of
+    # tokens, so the mean of their means is near the batch's mean, not equal to it: within 2%,
+    # where a loss not divided among the replicas would be twice as large.
+    assert epoch_losses(mirrored)[0] == pytest.approx(epoch_losses(alone)[0], rel=0.02)

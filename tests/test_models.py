@@ -31,6 +31,7 @@ CONFIGS = {
     "bidirectional-2layers": dict(arch="attention", attention="luong", bidirectional=True, layers=2),
     "transformer": dict(arch="transformer", heads=2, ff_units=32, layers=2),
     "transformer-1layer": dict(arch="transformer", heads=4, ff_units=24, layers=1),
+    "transformer-tied": dict(arch="transformer", heads=2, ff_units=32, layers=1, tie_embeddings=True),
 }
 
 
@@ -146,7 +147,31 @@ def test_transformer_layer_names(name):
         assert {f"{side}_embedding", f"{side}_norm"} <= names
     assert f"decoder_layer_{config.layers}_cross_attention_kv" in names
     assert "encoder_layer_1_cross_attention_kv" not in names
-    assert trio.training.get_layer("output_projection").units == TARGET_VOCAB
+    if config.tie_embeddings:
+        assert "output_projection" not in names
+    else:
+        assert trio.training.get_layer("output_projection").units == TARGET_VOCAB
+
+
+def test_tied_embeddings_score_the_vocabulary_with_the_decoder_embedding():
+    keras.utils.set_random_seed(98)
+    config = make_config(**CONFIGS["transformer-tied"])
+    trio = models.build_models(config)  # a private copy: this test changes weights
+    untied = models.build_models(make_config(**{**CONFIGS["transformer-tied"], "tie_embeddings": False}))
+    assert untied.training.count_params() - trio.training.count_params() == (config.units + 1) * TARGET_VOCAB
+    source, decoder_in, real = make_batch(seed=7)
+    before = training_logits(trio.training, source, decoder_in)
+    embedding = trio.training.get_layer("decoder_embedding")
+    assert trio.decoder.get_layer("decoder_embedding") is embedding
+    (table,) = embedding.get_weights()
+    # Change the row of <eos>, which make_batch never feeds in: only its output score can move.
+    assert EOS_ID not in decoder_in
+    table[EOS_ID] += np.random.default_rng(0).normal(size=table.shape[1]).astype(table.dtype)
+    embedding.set_weights([table])
+    after = training_logits(trio.training, source, decoder_in)
+    changed = np.abs(after - before).max(axis=(0, 1))
+    assert changed[EOS_ID] > 1e-3 and np.delete(changed, EOS_ID).max() < 1e-6
+    assert_equivalent(config, trio, source, decoder_in, real)
 
 
 @pytest.mark.parametrize("name", [name for name in CONFIGS if CONFIGS[name]["arch"] != "transformer"])

@@ -328,9 +328,9 @@ def test_trained_human_output_marks_the_best_epoch_and_lists_checkpoints(trained
     result = ok(invoke("summary", "--model-dir", str(trained_dir)))
     out = result.stdout
     rows = read_csv_history(trained_dir / "history.csv")
-    best = int(min(rows, key=lambda row: float(row["val_loss"]))["epoch"])
+    best = int(min(rows, key=lambda row: float(row["val_loss"]))["epoch"])  # trained with --best-by loss
 
-    assert "training history (* best val_loss)" in out
+    assert "training history (* best.keras: the lowest validation loss)" in out
     history_rows = re.findall(
         r"^│\s+(\d+)( \*)?\s+│\s+([0-9.]+)\s+│\s+([0-9.]+)\s+│\s+([0-9.]+)\s+│", out, flags=re.MULTILINE
     )

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from nmt_cli import translation
+from nmt_cli.decoding import until_eos
 from nmt_cli.errors import UserError
 from nmt_cli.translation import Translator
 
@@ -107,6 +108,53 @@ def test_the_readme_decodes_with_plain_keras_like_nmt_translate(trained_model, t
     assert completed.returncode == 0, completed.stderr
     expected = next(iter(translator.translate([sentence], beam_size=1, normalize_input=False, tokenized_output=True)))
     assert expected.text and " ".join(completed.stdout.split()) == expected.text
+
+
+def test_the_readme_loop_runs_a_two_layer_lstm_to_the_length_limit(trained_model, tmp_path):
+    """The README's loop on another architecture and depth, untrained, so that it runs on to the
+    length limit: it must still print what nmt's greedy search finds with the same weights."""
+    import dataclasses
+    import shutil
+
+    import keras
+    import numpy as np
+
+    from nmt_cli.decoding import LengthRule, Searcher
+    from nmt_cli.models import build_models
+    from nmt_cli.tokenizer import EOS_ID, PAD_ID
+
+    snippet = readme_plain_keras_snippet()
+    rule = LengthRule()
+    assert f"max_steps = {rule.ratio:g} * len(source_ids) + {rule.extra}" in snippet
+    translator = Translator(trained_model("attention"))
+    config = dataclasses.replace(translator.config.model, arch="seq2seq", layers=2, units=16, embedding_dim=8)
+    keras.utils.set_random_seed(3)
+    models = build_models(config)
+    # An untrained model's scores are nearly tied: spread them, so that float rounding cannot
+    # change which token is the most likely; never choose padding (no trained model does) or
+    # <eos>, so that only the length limit ends the sentence.
+    projection = models.decoder.get_layer("output_projection")
+    kernel, bias = (weight * 1000 for weight in projection.get_weights())
+    bias[[PAD_ID, EOS_ID]] = -1e9
+    projection.set_weights([kernel, bias])
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    models.encoder.save(model_dir / "encoder.keras")
+    models.decoder.save(model_dir / "decoder.keras")
+    for lang in (translator.source_lang, translator.target_lang):
+        shutil.copy(translator.workspace.tokenizer(lang), model_dir)
+    sentence = "d e f g"
+    snippet = snippet.replace('"models/default"', repr(str(model_dir)))
+    snippet = snippet.replace("i can 't tell who will arrive first .", sentence)
+    completed = subprocess.run(
+        [sys.executable, "-c", snippet], capture_output=True, text=True, cwd=tmp_path, timeout=120
+    )
+    assert completed.returncode == 0, completed.stderr
+    (source_ids,) = translator.source_tokenizer.encode([sentence])
+    ids, _ = Searcher(models.encoder, models.decoder).greedy_search(np.array([source_ids], np.int32))
+    assert len(until_eos(ids[0])) == rule.ratio * len(source_ids) + rule.extra - 1
+    (expected,) = translator.output_texts([until_eos(ids[0])], tokenized=True)
+    assert " ".join(completed.stdout.split()) == expected
 
 
 def _piece_ids(translator, pieces: list[str]) -> list[int]:

@@ -81,11 +81,16 @@ def best_position(workspace: Workspace) -> Position | None:
 
 
 def forget_after(workspace: Workspace, position: Position) -> None:
-    """A resume from `position` drops what came later: a best model, a newer resume point."""
+    """A resume from `position` drops what came later: a best model (or one without its stamp,
+    whose save a kill cut short), a newer resume point, the checkpoints of later epochs (which did
+    not load, or the resume would have started there)."""
     best = best_position(workspace)
-    if best is not None and best > position:
+    if best is None or best > position:
         for path in (workspace.best_stamp, workspace.best, workspace.encoder, workspace.decoder):
             path.unlink(missing_ok=True)
+    for epoch in workspace.saved_epochs():
+        if epoch > position.epochs:
+            workspace.checkpoint(epoch).unlink()
     newest = resume_points(workspace)
     if newest and newest[0][0] > position:
         workspace.resume_stamp.unlink(missing_ok=True)
@@ -114,7 +119,8 @@ class CheckpointPolicy:
         self.writes = writes  # False for every worker but the chief: it keeps count, writes nothing
         figures = [figure_of(row, best_by) for row in history]
         figures = [f for f in figures if not math.isnan(f)]
-        self.best = max(figures, default=-math.inf)
+        # Without best.keras (a resume dropped it) the next epoch is the best there is.
+        self.best = max(figures, default=-math.inf) if workspace.best.exists() else -math.inf
         self.epochs_since_best = 0
 
     def improves(self, row: dict[str, float]) -> bool:

@@ -32,6 +32,7 @@ from nmt_cli.config import (
     TrainOptions,
     TranslateOptions,
     cli_name,
+    load_config,
     rules_of,
 )
 from nmt_cli.errors import UserError
@@ -231,6 +232,7 @@ def evaluate(**values: Any) -> None:
     import json
 
     from nmt_cli import console
+    from nmt_cli.datadir import DataDir
     from nmt_cli.workspace import Workspace
 
     options = _of(EvaluateOptions, values)
@@ -251,6 +253,8 @@ def evaluate(**values: Any) -> None:
     else:
         workspace.check_usable(options.checkpoint)
         checkpoints = [options.checkpoint]
+    data = DataDir(options.data_dir or load_config(workspace.config).resolve_data_dir(options.model_dir))
+    data.check_exists()
 
     _load_tensorflow()
     from nmt_cli.evaluation import evaluate_checkpoints
@@ -258,7 +262,7 @@ def evaluate(**values: Any) -> None:
     results = evaluate_checkpoints(
         options.model_dir,
         checkpoints,
-        options.data_dir,
+        data,
         options.split,
         options.beam_size,
         options.output,
@@ -268,7 +272,9 @@ def evaluate(**values: Any) -> None:
         payload = [r.to_dict() for r in results] if options.all_checkpoints else results[0].to_dict()
         console.stdout.print_json(json.dumps(payload))
     elif options.all_checkpoints:
-        console.stdout.print(console.checkpoint_table(results, workspace.best_epoch()))
+        console.stdout.print(
+            console.checkpoint_table(results, workspace.best_epoch(), load_config(workspace.config).training.best_by)
+        )
         console.say(f"BLEU {results[0].scores.bleu_signature}")
     else:
         console.say(console.evaluation_text(results[0]))

@@ -140,6 +140,12 @@ class ModelConfig:
     )
     heads: int = option(4, "Attention heads.", minimum=1, archs=("transformer",))
     ff_units: int = option(1024, "Width of each feed-forward block.", minimum=1, archs=("transformer",))
+    tie_embeddings: bool = option(
+        False,
+        "Score the target vocabulary with the decoder's embedding matrix instead of a separate output layer.",
+        flag="--tie-embeddings/--untied-embeddings",
+        archs=("transformer",),
+    )
     dropout: float | None = option(
         None, "Dropout rate.", minimum=0.0, below=1.0, by_arch={"seq2seq": 0.2, "attention": 0.2, "transformer": 0.1}
     )

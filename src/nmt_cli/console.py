@@ -225,9 +225,13 @@ def evaluation_text(evaluation) -> str:
     )
 
 
-def checkpoint_table(evaluations, best_epoch: int | None) -> Table:
+# How training chose the epoch best.keras holds, by `--best-by`.
+BEST_BY_TEXT = {"bleu": "the highest dev BLEU of greedy search", "loss": "the lowest validation loss"}
+
+
+def checkpoint_table(evaluations, best_epoch: int | None, best_by: str) -> Table:
     """Scores per checkpoint. Two different "bests": the highest BLEU in this table (*), and the
-    epoch `best.keras` holds, which training chose by validation loss."""
+    epoch `best.keras` holds, which training chose by `best_by`."""
     top = max(evaluations, key=lambda e: e.scores.bleu)
     table = Table(title=f"{evaluations[0].split} split, beam {evaluations[0].beam_size}")
     for column in ("checkpoint", "BLEU", "chrF", "sentences/s", "best.keras"):
@@ -242,7 +246,10 @@ def checkpoint_table(evaluations, best_epoch: int | None) -> Table:
             f"{e.sentences_per_second:.1f}",
             holds_best,
         )
-    table.caption = "* highest BLEU here; best.keras (--checkpoint best) is the epoch with the lowest validation loss"
+    held = f"epoch {best_epoch}, " if best_epoch is not None else ""
+    table.caption = (
+        f"* highest BLEU here; best.keras (--checkpoint best) holds {held}the epoch with {BEST_BY_TEXT[best_by]}"
+    )
     return table
 
 
@@ -304,8 +311,9 @@ def print_summary(view: dict, console: Console = stdout) -> None:
             )
         console.print(splits)
     if view["history"]:
-        history = Table(title="training history (* best val_loss)", title_justify="left")
-        for column in ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "tokens/s"):
+        by = view["config"]["training"]["best_by"]
+        history = Table(title=f"training history (* best.keras: {BEST_BY_TEXT[by]})", title_justify="left")
+        for column in ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "val_bleu", "tokens/s"):
             history.add_column(column, justify="right")
         for row in view["history"]:
             mark = " *" if int(row["epoch"]) == view["best_epoch"] else ""
@@ -315,6 +323,7 @@ def print_summary(view: dict, console: Console = stdout) -> None:
                 f"{row['accuracy']:.4f}",
                 f"{row['val_loss']:.4f}",
                 f"{row['val_accuracy']:.4f}",
+                f"{row['val_bleu']:.2f}",
                 f"{row['tokens_per_second']:.0f}",
             )
         console.print(history)

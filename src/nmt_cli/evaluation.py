@@ -121,8 +121,12 @@ def evaluate(
     best_ids = [hypotheses[0][0] if hypotheses else [] for hypotheses in results]
     hypotheses = translator.output_texts(best_ids, tokenized=True)
 
-    output = Path(output) if output else translator.workspace.evaluations / f"{split}-{name}-beam{beam_size}.txt"
-    output.parent.mkdir(parents=True, exist_ok=True)
+    default = translator.workspace.evaluations / f"{split}-{name}-beam{beam_size}.txt"
+    output = Path(output) if output else default
+    # A device or a pipe has no folder of its own for the scores: they go where they would by default.
+    scores_path = scores_file(default if files.is_special(output) else output)
+    for folder in {output.parent, scores_path.parent}:
+        folder.mkdir(parents=True, exist_ok=True)
     files.write_text(output, "".join(line + "\n" for line in hypotheses))
     scores = score(hypotheses, references, bleu_tokenizer(translator.target_style, translator.target_lang))
     evaluation = Evaluation(
@@ -134,16 +138,16 @@ def evaluate(
         sentences_per_second=round(len(sources) / seconds, 1),
         tokens_per_second=round(sum(len(ids) + 1 for ids in best_ids) / seconds, 1),
         hypotheses_file=str(output),
-        scores_file=str(scores_file(output)),
+        scores_file=str(scores_path),
     )
-    files.write_text(scores_file(output), json.dumps(evaluation.to_dict(), indent=2) + "\n")
+    files.write_text(scores_path, json.dumps(evaluation.to_dict(), indent=2) + "\n")
     return evaluation
 
 
 def evaluate_checkpoints(
     model_dir: Path,
     checkpoints: list[str],
-    data_dir: Path | None,
+    data: DataDir,
     split: str | None,
     beam_size: int,
     output: Path | None = None,
@@ -155,7 +159,6 @@ def evaluate_checkpoints(
     results = []
     for checkpoint in checkpoints:
         translator = Translator(model_dir, checkpoint)
-        data = DataDir(data_dir or translator.config.resolve_data_dir(model_dir))
         results.append(evaluate(translator, data, split or default_split(data), beam_size, output, reporter))
     return results
 

@@ -28,7 +28,7 @@ def partial_name(path: Path) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}.partial{path.suffix}")
 
 
-def _is_special(path: Path) -> bool:
+def is_special(path: Path) -> bool:
     try:
         mode = os.stat(path).st_mode
     except FileNotFoundError:
@@ -68,7 +68,7 @@ def atomic_writer(path: Path, mode: str = "w") -> Iterator[IO]:
     """
     path = Path(os.path.realpath(path)) if Path(path).is_symlink() else Path(path)
     encoding = None if "b" in mode else "utf-8"
-    if _is_special(path):
+    if is_special(path):
         with open(path, mode, encoding=encoding) as stream:
             yield stream
         return

@@ -6,6 +6,7 @@ Registered with Keras so that checkpoints load with `safe_mode` and no pickled c
 from __future__ import annotations
 
 import keras
+import tensorflow as tf
 from keras import ops
 
 from nmt_cli.tokenizer import PAD_ID
@@ -44,7 +45,11 @@ class MaskedCrossEntropy(keras.losses.Loss):
 
     def __call__(self, y_true, y_pred, sample_weight=None):
         # The average is over real tokens already; Keras' own mask reduction would apply it twice.
-        return self.call(y_true, y_pred)
+        # What Keras' reduction would still do: divide by the replicas in sync (MirroredStrategy
+        # adds up their gradients, and Keras multiplies the logged loss back).
+        replica = tf.distribute.get_replica_context()
+        replicas = replica.num_replicas_in_sync if replica is not None else 1
+        return self.call(y_true, y_pred) / replicas
 
     def call(self, y_true, y_pred):
         total, tokens = token_loss_sum(y_true, y_pred, self.label_smoothing)

@@ -144,7 +144,6 @@ def summarize_model_dir(model_dir: Path) -> tuple[dict, Seq2SeqModels]:
     models = build_models(config.model)
     manifest = Manifest.read(workspace.data_manifest)
     history = read_history(workspace.history)
-    best = min(history, key=lambda row: row["val_loss"])["epoch"] if history else None
     checkpoints = sorted(workspace.checkpoints.glob("*.keras")) if workspace.checkpoints.is_dir() else []
     view = {
         "model_dir": str(model_dir),
@@ -152,7 +151,7 @@ def summarize_model_dir(model_dir: Path) -> tuple[dict, Seq2SeqModels]:
         "models": architecture(models),
         "data": _data_view(manifest),
         "history": history,
-        "best_epoch": int(best) if best is not None else None,
+        "best_epoch": workspace.best_epoch(),
         "checkpoints": [{"name": p.name, "bytes": p.stat().st_size} for p in checkpoints],
     }
     return view, models

@@ -65,12 +65,14 @@ def set_determinism(seed: int, deterministic_ops: bool) -> None:
         tf.config.experimental.enable_op_determinism()
 
 
-def make_optimizer(training: TrainingConfig) -> keras.optimizers.Optimizer:
+def make_optimizer(training: TrainingConfig, precision: str) -> keras.optimizers.Optimizer:
+    """Adam with the schedule and clipping of `training`; `precision` is the policy in force
+    (`training.precision` may say "auto")."""
     rate = training.learning_rate
     if training.schedule != "constant" or training.warmup:
         rate = WarmupSchedule(training.schedule, training.learning_rate, training.warmup)
     optimizer = keras.optimizers.Adam(learning_rate=rate, clipnorm=training.clipnorm or None)
-    if training.precision == "mixed_float16":
+    if precision == "mixed_float16":
         # float16 gradients underflow without it; bfloat16 has float32's range and needs none.
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     return optimizer
@@ -94,11 +96,9 @@ def current_learning_rate(optimizer: keras.optimizers.Optimizer) -> float:
     return float(keras.ops.convert_to_numpy(optimizer.learning_rate))
 
 
-def compile_model(
-    model: keras.Model, training: TrainingConfig, optimizer: keras.optimizers.Optimizer | None = None
-) -> None:
+def compile_model(model: keras.Model, training: TrainingConfig, optimizer: keras.optimizers.Optimizer) -> None:
     model.compile(
-        optimizer=optimizer or make_optimizer(training),
+        optimizer=optimizer,
         loss=MaskedCrossEntropy(label_smoothing=training.label_smoothing),
         metrics=[MaskedTokenAccuracy(), TargetTokens()],
         jit_compile=training.jit_compile,
@@ -140,9 +140,17 @@ def train(
     reporter = reporter or Reporter()
     workspace, config = plan.workspace, plan.config
     training = config.training
-    chief = this_task(distribute).is_chief
+    task = this_task(distribute)
+    chief = task.is_chief
     # MultiWorkerMirroredStrategy must come before TensorFlow sets up its devices.
     strategy = make_strategy(distribute)
+    across_workers = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+    if across_workers and strategy.num_replicas_in_sync != task.workers:
+        # Each worker's dataset yields one share of every global batch: one replica per worker.
+        raise UserError(
+            f"--distribute multi-worker trains one replica per worker, but these {task.workers} workers have "
+            f"{strategy.num_replicas_in_sync} devices: start one worker per GPU (CUDA_VISIBLE_DEVICES)"
+        )
     check_fits_in_memory(architecture(config.model.arch).parameter_count(config.model), copies=4, what="to train")
     if chief:
         if plan.restart:
@@ -153,12 +161,18 @@ def train(
     precision = training.precision
     if precision == "auto":
         precision = auto_precision(config.model.arch)
+        if across_workers and precision == "mixed_float16":
+            precision = "float32"
+    if across_workers and precision == "mixed_float16":
+        # Loss scaling decides from each worker's own gradients whether to skip a step; workers
+        # that disagree would stop taking part in the same all-reduces.
+        raise UserError("--precision mixed_float16 cannot train across workers: use mixed_bfloat16 or float32")
     keras.mixed_precision.set_dtype_policy(precision)
     with strategy.scope():
         position, models = _load_newest(plan, reporter)
         # XLA and op determinism exclude each other in Keras: --jit trades reproducibility for speed.
         set_determinism(training.seed + position.epochs, deterministic_ops=not training.jit_compile)
-        optimizer = make_optimizer(training)
+        optimizer = make_optimizer(training, precision)
         if models is None:
             models = build_models(config.model)
         else:
@@ -190,7 +204,6 @@ def train(
         target_tokenizer = workspace.tokenizer(plan.data.manifest().target_lang)
         scorer = SplitScorer(models.encoder, models.decoder, plan.data, target_tokenizer)
     deadline = started + training.time_budget * 60 if training.time_budget else math.inf
-    across_workers = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
     monitor = _EpochMonitor(
         policy,
         ScalarLog(workspace.logs) if chief else None,
@@ -313,7 +326,7 @@ def _load_newest(plan: TrainPlan, reporter: Reporter) -> tuple[Position, Seq2Seq
         try:
             return position, load_checkpoint(path, plan.config.model)
         except UserError as error:
-            reporter.warn(f"skipped {path}: {error}")
+            reporter.warn(f"skipped {path}: {error}; training goes on from an earlier checkpoint")
     if plan.resume_points:
         raise UserError(f"no checkpoint in {plan.workspace.checkpoints} loads; start over with --restart")
     return Position(), None
@@ -456,11 +469,7 @@ class _EpochMonitor(keras.callbacks.Callback):
         self.done_batches += 1
         self.last_batch_end = time.monotonic()
         loss = float(logs.get("loss", 0.0))
-        if not math.isfinite(loss):
-            raise UserError(
-                f"the training loss became {loss} at {self._here()}; nothing from this step on was saved: "
-                "resume from the last checkpoint with a lower --learning-rate (or more --warmup)"
-            )
+        self._refuse_non_finite("training loss", loss)
         rate = round(float(logs.get("target_tokens", 0.0)) / max(self.last_batch_end - self.started, 1e-9))
         self.run.advance(1)
         self.task.advance(1, loss=loss, acc=float(logs.get("accuracy", 0.0)), **{"tok/s": rate})
@@ -474,8 +483,17 @@ class _EpochMonitor(keras.callbacks.Callback):
             self.stopped_by = "time budget"
             self.model.stop_training = True
 
+    def _refuse_non_finite(self, what: str, value: float) -> None:
+        if not math.isfinite(value):
+            raise UserError(
+                f"the {what} became {value} at {self._here()}; nothing from this step on was saved: "
+                "resume from the last checkpoint with a lower --learning-rate (or more --warmup)"
+            )
+
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
+        # The epoch's last step may have left weights that only validation shows to be broken.
+        self._refuse_non_finite("validation loss", float(logs["val_loss"]))
         seconds = time.monotonic() - self.started
         self.epoch_stack.close()
         self.position = self._here()

@@ -69,6 +69,7 @@ def load_keras_model(path: Path, compile: bool = True):
     import keras
 
     from nmt_cli import objectives, schedules  # noqa: F401  register what checkpoints are compiled with
+    from nmt_cli.models import transformer  # noqa: F401  registers ReversibleEmbedding
 
     if not Path(path).is_file():
         raise UserError(f"{path} is missing; retrain, or choose another --checkpoint")
@@ -95,4 +96,10 @@ def load_checkpoint(path: Path, config: ModelConfig, compile: bool = True) -> Se
                 f"{path} does not fit config.json: it {has}, where config.json's model has {shape}; "
                 "it was saved by another model: move it away, or retrain with --restart"
             )
+    extra = sorted(set(found) - set(expected))
+    if extra:
+        raise UserError(
+            f"{path} does not fit config.json: it has {extra[0]}, which config.json's model has not; "
+            "it was saved by another model: move it away, or retrain with --restart"
+        )
     return arch.from_training_model(loaded, config)

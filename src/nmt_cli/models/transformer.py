@@ -21,6 +21,10 @@ with plain Keras.
 In the step contract (models/base.py) the cache is `self_keys_N`/`self_values_N` of every
 decoder layer, `(batch, steps so far, units)`; the memory is `source_mask` and the encoder's
 `cross_keys_N`/`cross_values_N` for every decoder layer.
+
+With `--tie-embeddings` the decoder's embedding matrix also scores the vocabulary (Press and
+Wolf, 2017): one registered layer, `ReversibleEmbedding`, as in KerasHub. Those models need
+`import nmt_cli` before plain Keras loads them; untied ones (the default) need nothing.
 """
 
 from __future__ import annotations
@@ -51,6 +55,22 @@ if TYPE_CHECKING:
 MASKED = -1e4  # added to the scores of masked positions: exp() makes it 0, and it fits in float16
 
 
+@keras.saving.register_keras_serializable(package="nmt")
+class ReversibleEmbedding(kl.Embedding):
+    """`layer(ids)` embeds; `layer(vectors, reverse=True)` gives float32 logits over the
+    vocabulary, `vectors @ embeddings.T`: the same matrix at the decoder's input and output."""
+
+    def call(self, inputs, reverse=False):
+        if reverse:
+            return ops.matmul(ops.cast(inputs, "float32"), ops.transpose(ops.cast(self.embeddings, "float32")))
+        return super().call(inputs)
+
+    def compute_output_spec(self, inputs, reverse=False):
+        if reverse:
+            return keras.KerasTensor((*inputs.shape[:-1], self.input_dim), dtype="float32")
+        return super().compute_output_spec(inputs)
+
+
 def positional_encoding(positions, units: int):
     """Sinusoidal encodings `(batch, length, units)` of integer positions `(batch, length)`."""
     frequencies = np.exp(-math.log(10000.0) * np.arange(0, units, 2) / units).astype("float32")
@@ -72,19 +92,22 @@ class Transformer(Architecture):
         encoder_layer = attention + feed_forward + 2 * norm
         decoder_layer = 2 * attention + feed_forward + 3 * norm
         embeddings = (config.source_vocab_size + config.target_vocab_size) * d
-        output = (d + 1) * config.target_vocab_size
+        output = 0 if config.tie_embeddings else (d + 1) * config.target_vocab_size
         return config.layers * (encoder_layer + decoder_layer) + embeddings + 2 * norm + output
 
     def make_layers(self, config: ModelConfig) -> dict[str, kl.Layer]:
         units, ff = config.units, config.ff_units
         made: dict[str, kl.Layer] = {
             "encoder_embedding": kl.Embedding(config.source_vocab_size, units, name="encoder_embedding"),
-            "decoder_embedding": kl.Embedding(config.target_vocab_size, units, name="decoder_embedding"),
+            "decoder_embedding": (ReversibleEmbedding if config.tie_embeddings else kl.Embedding)(
+                config.target_vocab_size, units, name="decoder_embedding"
+            ),
             "encoder_norm": kl.LayerNormalization(epsilon=1e-6, name="encoder_norm"),
             "decoder_norm": kl.LayerNormalization(epsilon=1e-6, name="decoder_norm"),
-            # Logits in float32 whatever the precision policy: the softmax over the vocabulary needs it.
-            "output_projection": kl.Dense(config.target_vocab_size, dtype="float32", name="output_projection"),
         }
+        if not config.tie_embeddings:
+            # Logits in float32 whatever the precision policy: the softmax over the vocabulary needs it.
+            made["output_projection"] = kl.Dense(config.target_vocab_size, dtype="float32", name="output_projection")
         for side, count in (("encoder", config.layers), ("decoder", config.layers)):
             for i in range(1, count + 1):
                 block = f"{side}_layer_{i}"
@@ -169,6 +192,14 @@ class Transformer(Architecture):
         h = made[f"{block}_cross_attention_output"](self._attend(config, query, keys, values, bias))
         return self._residual(y, h, dropout)
 
+    @staticmethod
+    def _logits(made, y):
+        """Float32 scores of the next token over the vocabulary, from the last decoder layer."""
+        y = made["decoder_norm"](y)
+        if "output_projection" in made:
+            return made["output_projection"](y)
+        return made["decoder_embedding"](y, reverse=True)
+
     # -- graphs -------------------------------------------------------------------------------
 
     def training_model(self, made, config: ModelConfig) -> keras.Model:
@@ -183,8 +214,7 @@ class Transformer(Architecture):
             keys, values = ops.split(made[f"{block}_cross_attention_kv"](memory), 2, axis=-1)
             y = self._cross_attention(made, config, block, y, keys, values, source_bias, dropout)
             y = self._feed_forward(made, block, y, dropout)
-        logits = made["output_projection"](made["decoder_norm"](y))
-        return keras.Model([source_ids, decoder_ids], logits, name="transformer")
+        return keras.Model([source_ids, decoder_ids], self._logits(made, y), name="transformer")
 
     def inference_models(self, made, config: ModelConfig) -> tuple[keras.Model, keras.Model]:
         source_ids = source_input()
@@ -218,7 +248,7 @@ class Transformer(Architecture):
                 made, config, block, y, state_in[f"cross_keys_{i}"], state_in[f"cross_values_{i}"], source_bias, 0.0
             )
             y = self._feed_forward(made, block, y, 0.0)
-        logits = made["output_projection"](made["decoder_norm"](y))
+        logits = self._logits(made, y)
         decoder = keras.Model(
             {**inputs, **state_in}, {LOG_PROBS: next_token_log_probs(logits), **cache}, name="decoder"
         )
