@@ -16,24 +16,14 @@ import csv
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
+from nmt_cli.distribute import free_local_ports
 from timing import timed
 
 MODEL = ["--arch", "transformer", "--units", "256", "--heads", "4", "--ff-units", "1024", "--layers", "3"]
-
-
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
 
 
 def speeds(model_dir: Path) -> tuple[float, float]:
@@ -46,7 +36,7 @@ def speeds(model_dir: Path) -> tuple[float, float]:
 
 
 def workers(nmt: str, count: int, train: list[str], model_dir: Path) -> tuple[float, float]:
-    addresses = [f"127.0.0.1:{port}" for port in free_ports(count)]
+    addresses = [f"127.0.0.1:{port}" for port in free_local_ports(count)]
     processes = []
     for index in range(count):
         tf_config = {"cluster": {"worker": addresses}, "task": {"type": "worker", "index": index}}

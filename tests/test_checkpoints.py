@@ -81,18 +81,22 @@ def test_forget_after_drops_a_best_model_from_later(workspace):
     assert not any(p.exists() for p in (workspace.best, workspace.encoder, workspace.decoder, workspace.best_stamp))
 
 
-def test_forget_after_drops_a_best_model_without_its_stamp_and_later_epochs(workspace):
-    for path in (
-        workspace.best,
-        workspace.encoder,
-        workspace.decoder,
-        workspace.checkpoint(2),
-        workspace.checkpoint(3),
-    ):
+def test_forget_after_keeps_the_best_of_a_directory_from_before_stamps(workspace):
+    for path in (workspace.best, workspace.encoder, workspace.decoder):
         touch(path)
-    forget_after(workspace, Position(2))  # as if killed while best.keras of epoch 3 was being saved
+    forget_after(workspace, Position(2))
+    assert all(p.exists() for p in (workspace.best, workspace.encoder, workspace.decoder))
+
+
+def test_forget_after_drops_a_best_model_whose_save_was_cut_short_and_sets_later_epochs_aside(workspace):
+    later = (workspace.checkpoint(2), workspace.checkpoint(3))
+    for path in (workspace.best, workspace.encoder, workspace.decoder, *later):
+        touch(path)
+    workspace.best_stamp.write_text('{"saving": true}\n')  # killed while epoch 3's best.keras was saved
+    forget_after(workspace, Position(2))
     assert not any(p.exists() for p in (workspace.best, workspace.encoder, workspace.decoder))
     assert workspace.saved_epochs() == [2]
+    assert (workspace.checkpoints / "epoch-003.keras.unloadable").read_bytes() == b"x"
     # The next epoch is then saved as the best, though the history holds a better figure.
     policy = CheckpointPolicy(workspace, models(), [row(1, 1.0, 30.0), row(2, 2.0, 20.0)], 5, best_by="bleu")
     policy.epoch_end(row(3, 3.0, 10.0), Position(3), last=False)

@@ -65,7 +65,8 @@ def test_a_damaged_latest_checkpoint_is_skipped_with_a_warning(tmp_path, data_co
     assert warning.startswith(f"skipped {latest}") and "damaged" in warning
     assert any("resuming from the end of epoch 1" in note for note in reporter.notes)
     assert [int(row["epoch"]) for row in read_history(Workspace(model_dir).history)] == [1, 2, 3]
-    # The damaged file was written again by the epoch that replaced it.
+    # The damaged file was set aside, and written again by the epoch that replaced it.
+    assert latest.with_name(latest.name + ".unloadable").stat().st_size == 1000
     translated = nmt("translate", "--model-dir", model_dir, "--checkpoint", "epoch-2", "a b")
     assert translated.returncode == 0, translated.stderr
 
@@ -161,3 +162,19 @@ def test_a_loss_that_becomes_nan_stops_training_and_keeps_the_last_good_checkpoi
     with pytest.raises(UserError, match=r"the training loss became (nan|inf) at epoch 2, batch \d+"):
         run_training(request)
     assert {path.name: path.read_bytes() for path in Workspace(model_dir).checkpoints.iterdir()} == saved
+
+
+def test_a_checkpoint_carrying_a_lambda_layer_is_refused(tmp_path, data_copy):
+    """A .keras file can carry Python code in a Lambda layer: safe_mode refuses to run it, in
+    `translate` and in a resume alike."""
+    import keras
+
+    model_dir = tmp_path / "model"
+    train(model_dir, data_copy, epochs=1)
+    inputs = keras.Input((3,))
+    keras.Model(inputs, keras.layers.Lambda(lambda x: x * 2)(inputs)).save(Workspace(model_dir).checkpoint(2))
+    error = assert_one_line_error(nmt("translate", "--model-dir", model_dir, "--checkpoint", "epoch-2", "a b"))
+    assert "cannot load" in error and "Traceback" not in error
+    reporter = RecordingReporter()
+    train(model_dir, None, epochs=3, reporter=reporter)
+    assert reporter.warnings[0].startswith(f"skipped {Workspace(model_dir).checkpoint(2)}")

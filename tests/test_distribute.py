@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -17,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from nmt_cli.checkpoints import resume_points
-from nmt_cli.distribute import Task, this_task
+from nmt_cli.distribute import Task, free_local_ports, this_task
 from nmt_cli.errors import UserError
 from nmt_cli.workspace import Workspace, read_history
 
@@ -28,16 +27,6 @@ TINY = ["--arch", "seq2seq", "--units", "16", "--embedding-dim", "8", "--batch-s
 EXACT = ["--dropout", "0", "--clipnorm", "0"]
 
 
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
 @pytest.fixture
 def cluster():
     """`cluster(args_of_worker)`: starts one `nmt train --distribute multi-worker` per worker, each
@@ -45,7 +34,7 @@ def cluster():
     started: list[subprocess.Popen] = []
 
     def start(args_of_worker: list[list]) -> list[subprocess.Popen]:
-        addresses = [f"127.0.0.1:{port}" for port in free_ports(len(args_of_worker))]
+        addresses = [f"127.0.0.1:{port}" for port in free_local_ports(len(args_of_worker))]
         for index, args in enumerate(args_of_worker):
             tf_config = {"cluster": {"worker": addresses}, "task": {"type": "worker", "index": index}}
             env = {**os.environ, "TF_CONFIG": json.dumps(tf_config), "COLUMNS": "200"}

@@ -60,6 +60,14 @@ def test_a_fifo_is_written_as_a_stream(tmp_path):
     assert fifo.exists() and not fifo.is_file()
 
 
+def test_what_lies_under_dev_or_proc_is_written_never_replaced(tmp_path):
+    # /dev/stdout leads to whatever stdout is (here perhaps a plain file the shell holds open).
+    from pathlib import Path
+
+    assert files.is_special(Path("/dev/stdout")) and files.is_special(Path("/proc/self/fd/1"))
+    assert not files.is_special(tmp_path / "plain.txt") and not files.is_special(tmp_path)
+
+
 def test_remove_partials_removes_only_ours(tmp_path):
     ours = tmp_path / ".history.csv.123.partial"
     keras_partial = tmp_path / ".best.keras.123.partial.keras"

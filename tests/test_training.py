@@ -66,6 +66,31 @@ def test_the_transformer_learns_digit_reversal_in_either_precision(tmp_path, rev
     assert precision in compute
 
 
+@pytest.mark.parametrize("saved_precision, precision", [("float32", "mixed_float16"), ("mixed_float16", "float32")])
+def test_optimizer_state_carries_over_to_another_precision(saved_precision, precision):
+    """A LossScaleOptimizer (float16) holds Adam inside: its moments and step count are what carry
+    over, whichever side has loss scaling."""
+    import keras
+    import numpy as np
+
+    from nmt_cli.config import TrainingConfig
+    from nmt_cli.training import make_optimizer, restore_optimizer_state
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    training = TrainingConfig(learning_rate=1e-3, schedule="constant", warmup=0)
+    saved = make_optimizer(training, saved_precision)
+    saved.build(model.trainable_variables)
+    inner = getattr(saved, "inner_optimizer", saved)
+    for variable in inner.variables:
+        variable.assign(np.full(variable.shape, 7, variable.dtype))
+    fresh = make_optimizer(training, precision)
+    restore_optimizer_state(fresh, saved, model)
+    restored = getattr(fresh, "inner_optimizer", fresh)
+    assert int(restored.iterations.numpy()) == 7
+    moments = [v for v in restored.variables if "momentum" in v.path or "velocity" in v.path]
+    assert moments and all(np.all(keras.ops.convert_to_numpy(v) == 7) for v in moments)
+
+
 def test_checkpoint_schedule_and_files(tmp_path, reversal_data):
     model_dir = tmp_path / "model"
     _train(model_dir, reversal_data, epochs=3, save_every=2)

@@ -81,16 +81,18 @@ def best_position(workspace: Workspace) -> Position | None:
 
 
 def forget_after(workspace: Workspace, position: Position) -> None:
-    """A resume from `position` drops what came later: a best model (or one without its stamp,
-    whose save a kill cut short), a newer resume point, the checkpoints of later epochs (which did
-    not load, or the resume would have started there)."""
+    """A resume from `position` drops what came later: a best model (or one whose save a kill cut
+    short), a newer resume point. Checkpoints of later epochs did not load (or the resume would
+    have started there): they are renamed `*.unloadable`, out of the way but not deleted."""
+    stamp = _read_json(workspace.best_stamp) or {}
     best = best_position(workspace)
-    if best is None or best > position:
+    if stamp.get("saving") or (best is not None and best > position):
         for path in (workspace.best_stamp, workspace.best, workspace.encoder, workspace.decoder):
             path.unlink(missing_ok=True)
     for epoch in workspace.saved_epochs():
         if epoch > position.epochs:
-            workspace.checkpoint(epoch).unlink()
+            path = workspace.checkpoint(epoch)
+            path.replace(path.with_name(path.name + ".unloadable"))
     newest = resume_points(workspace)
     if newest and newest[0][0] > position:
         workspace.resume_stamp.unlink(missing_ok=True)
@@ -144,9 +146,10 @@ class CheckpointPolicy:
             self.save_epoch(position)
 
     def _save_best(self, row: dict[str, float], position: Position) -> None:
-        # The stamp goes first and comes back last, listing the three files' digests: a run
-        # killed in between leaves files that are not claimed to belong together.
-        self.workspace.best_stamp.unlink(missing_ok=True)
+        # The stamp says "saving" first and names the epoch last, with the three files' digests: a
+        # run killed in between leaves files that are not claimed to belong together, and that a
+        # resume drops. (Model directories from before stamps have none: their best is kept.)
+        files.write_text(self.workspace.best_stamp, json.dumps({"saving": True}) + "\n")
         saved = {}
         for model, path in ((self.models.training, self.workspace.best), *self._inference_files()):
             files.save_model(model, path)

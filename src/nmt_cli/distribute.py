@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 from dataclasses import dataclass
 
 from nmt_cli.errors import UserError
@@ -53,6 +54,17 @@ def this_task(strategy: str) -> Task:
         workers = int(os.environ.get("SLURM_NTASKS", "1"))
         return Task("worker", int(os.environ["SLURM_PROCID"]), workers, has_chief=False)
     raise UserError("--distribute multi-worker needs TF_CONFIG (or a Slurm job) to say where the workers are")
+
+
+def free_local_ports(count: int) -> list[int]:
+    """Ports free on 127.0.0.1 now: for a cluster of workers on one machine (tests, benchmarks)."""
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
 
 
 def make_strategy(kind: str):

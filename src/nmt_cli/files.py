@@ -29,6 +29,11 @@ def partial_name(path: Path) -> Path:
 
 
 def is_special(path: Path) -> bool:
+    """Not a plain file or folder: a device, a FIFO, or anything under /dev or /proc (where
+    /dev/stdout may lead to a plain file that the shell holds open: it must be written, not
+    replaced)."""
+    if Path(path).absolute().parts[1:2] in (("dev",), ("proc",)):
+        return True
     try:
         mode = os.stat(path).st_mode
     except FileNotFoundError:
@@ -66,12 +71,12 @@ def atomic_writer(path: Path, mode: str = "w") -> Iterator[IO]:
 
     `mode` is "w" (UTF-8 text) or "wb". Special files are written directly.
     """
-    path = Path(os.path.realpath(path)) if Path(path).is_symlink() else Path(path)
     encoding = None if "b" in mode else "utf-8"
     if is_special(path):
         with open(path, mode, encoding=encoding) as stream:
             yield stream
         return
+    path = Path(os.path.realpath(path)) if Path(path).is_symlink() else Path(path)
     partial = partial_name(path)
     try:
         with open(partial, mode, encoding=encoding) as stream:

@@ -83,10 +83,14 @@ def restore_optimizer_state(
 ) -> None:
     """Give a fresh optimizer a checkpoint's step count and moments, keeping its own settings.
 
-    The learning rate (a value or a schedule of the step count) comes from the options given now.
+    The learning rate (a value or a schedule of the step count) comes from the options given now,
+    and so does loss scaling: of a LossScaleOptimizer (float16), only the Adam inside counts, so a
+    run may resume in another precision.
     """
     optimizer.build(model.trainable_variables)
-    for mine, theirs in zip(optimizer.variables, saved.variables, strict=True):
+    inner = getattr(optimizer, "inner_optimizer", optimizer)
+    saved = getattr(saved, "inner_optimizer", saved)
+    for mine, theirs in zip(inner.variables, saved.variables, strict=True):
         if not mine.path.endswith("learning_rate"):
             mine.assign(theirs)
 
@@ -326,7 +330,10 @@ def _load_newest(plan: TrainPlan, reporter: Reporter) -> tuple[Position, Seq2Seq
         try:
             return position, load_checkpoint(path, plan.config.model)
         except UserError as error:
-            reporter.warn(f"skipped {path}: {error}; training goes on from an earlier checkpoint")
+            reporter.warn(
+                f"skipped {path}: {error}; training goes on from an earlier checkpoint, and the file is "
+                "renamed *.unloadable"
+            )
     if plan.resume_points:
         raise UserError(f"no checkpoint in {plan.workspace.checkpoints} loads; start over with --restart")
     return Position(), None

@@ -24,7 +24,7 @@ decoder layer, `(batch, steps so far, units)`; the memory is `source_mask` and t
 
 With `--tie-embeddings` the decoder's embedding matrix also scores the vocabulary (Press and
 Wolf, 2017): one registered layer, `ReversibleEmbedding`, as in KerasHub. Those models need
-`import nmt_cli` before plain Keras loads them; untied ones (the default) need nothing.
+`import nmt_cli.models.transformer` before plain Keras loads them; untied ones (the default) need nothing.
 """
 
 from __future__ import annotations
