@@ -253,7 +253,8 @@ def evaluate(**values: Any) -> None:
     else:
         workspace.check_usable(options.checkpoint)
         checkpoints = [options.checkpoint]
-    data = DataDir(options.data_dir or load_config(workspace.config).resolve_data_dir(options.model_dir))
+    config = load_config(workspace.config)
+    data = DataDir(options.data_dir or config.resolve_data_dir(options.model_dir))
     data.check_exists()
 
     _load_tensorflow()
@@ -272,9 +273,7 @@ def evaluate(**values: Any) -> None:
         payload = [r.to_dict() for r in results] if options.all_checkpoints else results[0].to_dict()
         console.stdout.print_json(json.dumps(payload))
     elif options.all_checkpoints:
-        console.stdout.print(
-            console.checkpoint_table(results, workspace.best_epoch(), load_config(workspace.config).training.best_by)
-        )
+        console.stdout.print(console.checkpoint_table(results, workspace.best_epoch(), config.training.best_by))
         console.say(f"BLEU {results[0].scores.bleu_signature}")
     else:
         console.say(console.evaluation_text(results[0]))
