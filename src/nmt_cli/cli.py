@@ -215,12 +215,9 @@ def _run_training(plan, started: float, distribute: str):
     try:
         return run_training(plan, console.RichReporter(), started, distribute)
     except Interrupted as stop:
-        console.stderr.print(
+        console.tell(
             f"stopped by {signal.Signals(stop.signal_number).name} at {stop.position}: saved {stop.checkpoint}; "
-            "run the same `nmt train` command to resume from there",
-            markup=False,
-            highlight=False,
-            soft_wrap=True,
+            "run the same `nmt train` command to resume from there"
         )
         raise SystemExit(128 + stop.signal_number) from None
 
@@ -339,11 +336,8 @@ def translate(texts: list[str] | None = None, **values: Any) -> None:
     def warn_long(line: str, pieces: int, trained: int, parts: int) -> None:
         excerpt = line if len(line) <= 40 else line[:37] + "..."
         how = "whole, but quality may suffer" if parts == 1 else f"in {parts} parts split at sentence ends"
-        console.stderr.print(
-            f"warning: {excerpt!r} has {pieces} pieces, more than any training sentence ({trained}); translated {how}",
-            markup=False,
-            highlight=False,
-            soft_wrap=True,
+        console.tell(
+            f"warning: {excerpt!r} has {pieces} pieces, more than any training sentence ({trained}); translated {how}"
         )
 
     reading_stdin = options.input is None and not (texts and texts != ["-"])
@@ -394,12 +388,7 @@ def _utf8_lines(stream, name: str):
             text = raw.decode("utf-8")
         except UnicodeDecodeError:
             text = raw.decode("utf-8", errors="replace")
-            console.stderr.print(
-                f"warning: {name} {number} is not valid UTF-8: its invalid bytes were replaced with U+FFFD",
-                markup=False,
-                highlight=False,
-                soft_wrap=True,
-            )
+            console.tell(f"warning: {name} {number} is not valid UTF-8: its invalid bytes were replaced with U+FFFD")
         yield text.rstrip("\r\n")
 
 

@@ -29,6 +29,11 @@ def say(text: str) -> None:
     stdout.print(text, markup=False, highlight=False, soft_wrap=True)
 
 
+def tell(text: str) -> None:
+    """A plain line on stderr, for what is not output (warnings, how a run stopped), as `say` prints."""
+    stderr.print(text, markup=False, highlight=False, soft_wrap=True)
+
+
 class _RichTask:
     def __init__(self, progress: Progress, task_id: int):
         self._progress, self._id = progress, task_id
