@@ -230,21 +230,23 @@ def reversal_data(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def trained_model(tmp_path_factory, reversal_data):
-    """`trained_model(arch)`: a model directory that reverses letter sequences exactly.
+    """`trained_model(arch, tie_embeddings=False)`: a model directory that reverses letter sequences.
 
-    Trained once per architecture per test session (about 20 s each).
+    Trained once per architecture (and embedding tie) per test session (about 20 s each).
     """
     from nmt_cli.plan import TrainRequest
 
-    cache: dict[str, Path] = {}
+    cache: dict[tuple[str, bool], Path] = {}
 
-    def get(arch: str = "attention") -> Path:
-        if arch not in cache:
-            model_dir = tmp_path_factory.mktemp(f"model-{arch}") / "model"
+    def get(arch: str = "attention", tie_embeddings: bool = False) -> Path:
+        key = (arch, tie_embeddings)
+        if key not in cache:
+            name = f"model-{arch}" + ("-tied" if tie_embeddings else "")
+            model_dir = tmp_path_factory.mktemp(name) / "model"
             model = {"arch": arch, "dropout": 0.0}
             training = {"epochs": 20, "save_every": 10, "batch_size": 32, "learning_rate": 0.01, "label_smoothing": 0.0}
             if arch == "transformer":
-                model.update(units=32, heads=2, ff_units=64, layers=2)
+                model.update(units=32, heads=2, ff_units=64, layers=2, tie_embeddings=tie_embeddings)
                 training.update(batch_tokens=0, learning_rate=0.005, warmup=50)
             else:
                 # Without attention the whole source must fit in the final state: give it more room.
@@ -252,27 +254,27 @@ def trained_model(tmp_path_factory, reversal_data):
             training["best_by"] = "loss"  # BLEU every epoch would cost a search each time
             training["precision"] = "float32"  # "auto" would differ between CPUs
             run_training(TrainRequest(model_dir=model_dir, data_dir=reversal_data, model=model, training=training))
-            cache[arch] = model_dir
-        return cache[arch]
+            cache[key] = model_dir
+        return cache[key]
 
     return get
 
 
 @pytest.fixture(scope="session")
 def reference():
-    """`reference(model_dir, lines, checkpoint="best", **options)`: in-process translations.
+    """`reference(model_dir, lines, checkpoint="best", engine="auto", **options)`: in-process translations.
 
-    They come from the very weights a command loads, so they are what its output must equal on
-    any machine, however well the model happened to train there.
+    They come from the very weights (and engine) a command loads, so they are what its output
+    must equal on any machine, however well the model happened to train there.
     """
     from nmt_cli.translation import Translator
 
-    translators: dict[tuple[str, str], Translator] = {}
+    translators: dict[tuple[str, str, str], Translator] = {}
 
-    def translate(model_dir, lines: list[str], checkpoint: str = "best", **options) -> list[str]:
-        key = (str(model_dir), checkpoint)
+    def translate(model_dir, lines: list[str], checkpoint: str = "best", engine: str = "auto", **options) -> list[str]:
+        key = (str(model_dir), checkpoint, engine)
         if key not in translators:
-            translators[key] = Translator(Path(model_dir), checkpoint)
+            translators[key] = Translator.open(Path(model_dir), checkpoint, engine)
         return [result.text for result in translators[key].translate(lines, **options)]
 
     return translate

@@ -27,9 +27,11 @@ from nmt_cli.errors import UserError
 runner = CliRunner()
 
 
-@pytest.fixture(scope="module")
-def model(trained_model) -> str:
-    return str(trained_model("attention"))
+@pytest.fixture(scope="module", params=["attention", "transformer"], ids=["keras", "ctranslate2"])
+def model(request, trained_model) -> str:
+    """Every test runs on both engines: the LSTM model translates with Keras; the Transformer,
+    which training exported, with CTranslate2 (`--engine auto`)."""
+    return str(trained_model(request.param))
 
 
 def invoke(*args, input: str | None = None):

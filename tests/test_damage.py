@@ -130,8 +130,8 @@ def test_inference_models_of_different_epochs_are_never_used_together(tmp_path, 
     assert workspace.best_epoch() == 2 and workspace.inference_models_of_best()
     workspace.decoder.write_bytes(old_decoder)  # as if a kill had left epoch 1's decoder beside epoch 2's encoder
     assert not workspace.inference_models_of_best()
-    mixed = Translator(model_dir)
-    from_checkpoint = Translator(model_dir, "epoch-2")
+    mixed = Translator.open(model_dir)
+    from_checkpoint = Translator.open(model_dir, "epoch-2")
     lines = ["a b c", "d e f g h"]
     assert [t.text for t in mixed.translate(lines)] == [t.text for t in from_checkpoint.translate(lines)]
 

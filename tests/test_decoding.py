@@ -8,12 +8,13 @@ import pytest
 
 from conftest import reversal_pairs
 from nmt_cli import decoding
+from nmt_cli.engines import LengthRule
 from nmt_cli.translation import Translator
 
 
 @pytest.fixture(scope="module", params=["attention", "seq2seq", "transformer"])
 def translator(request, trained_model) -> Translator:
-    return Translator(trained_model(request.param))
+    return Translator.open(trained_model(request.param), engine="keras")
 
 
 def _held_out(count: int = 40) -> list[tuple[str, str]]:
@@ -60,7 +61,7 @@ def _greedy_reference(searcher: decoding.Searcher, source: list[int]) -> tuple[l
 def test_greedy_search_equals_a_step_by_step_reference(translator):
     sources = _encode(translator, [s for s, _ in _held_out(12)])
     for source, hypotheses in zip(sources, translator.translate_ids(sources, beam_size=1)):
-        ids, score = _greedy_reference(translator.searcher, source)
+        ids, score = _greedy_reference(translator.engine.searcher, source)
         assert hypotheses[0][0] == ids
         assert hypotheses[0][1] == pytest.approx(score, rel=1e-4, abs=1e-5)
 
@@ -114,7 +115,7 @@ def _beam_reference(searcher: decoding.Searcher, source: list[int], beam_size: i
 def test_beam_search_equals_a_plain_python_reference(translator, beam_size):
     sources = _encode(translator, [s for s, _ in _held_out(6)])
     for source, hypotheses in zip(sources, translator.translate_ids(sources, beam_size=beam_size, n_best=beam_size)):
-        expected = _beam_reference(translator.searcher, source, beam_size)
+        expected = _beam_reference(translator.engine.searcher, source, beam_size)
         assert [ids for ids, _ in hypotheses] == [ids for ids, _ in expected]
         np.testing.assert_allclose([s for _, s in hypotheses], [s for _, s in expected], rtol=1e-4, atol=1e-5)
 
@@ -124,8 +125,8 @@ def test_beam_of_one_equals_greedy(translator):
     batch = np.zeros((len(sources), max(map(len, sources))), np.int32)
     for row, ids in enumerate(sources):
         batch[row, : len(ids)] = ids
-    greedy_ids, greedy_scores = translator.searcher.greedy_search(batch)
-    beam_ids, beam_scores = translator.searcher.beam_search(batch, beam_size=1)
+    greedy_ids, greedy_scores = translator.engine.searcher.greedy_search(batch)
+    beam_ids, beam_scores = translator.engine.searcher.beam_search(batch, beam_size=1)
     for row in range(len(sources)):
         assert decoding.until_eos(beam_ids[row, 0]) == decoding.until_eos(greedy_ids[row])
     np.testing.assert_allclose(beam_scores[:, 0], greedy_scores, rtol=1e-5, atol=1e-6)
@@ -152,7 +153,7 @@ def test_n_best_is_sorted_and_distinct(translator):
 
 def test_output_length_is_bounded(translator):
     searcher = decoding.Searcher(
-        translator.searcher.encoder, translator.searcher.decoder, decoding.LengthRule(ratio=0.0, extra=2)
+        translator.engine.searcher.encoder, translator.engine.searcher.decoder, LengthRule(ratio=0.0, extra=2)
     )
     sources = _encode(translator, ["a b c d e f"])
     for beam_size in (1, 3):

@@ -25,7 +25,7 @@ def model_dir(trained_model) -> Path:
 def translator(model_dir):
     from nmt_cli.translation import Translator
 
-    return Translator(model_dir)
+    return Translator.open(model_dir)
 
 
 def dev_references(data_dir: Path) -> list[str]:
@@ -122,7 +122,9 @@ def test_evaluate_default_output_beside_the_model(translator, model_dir, reversa
 def test_evaluate_an_earlier_checkpoint_names_it(model_dir, reversal_data, tmp_path):
     from nmt_cli.translation import Translator
 
-    result = evaluate(Translator(model_dir, "epoch-10"), DataDir(reversal_data), "dev", 1, output=tmp_path / "h.txt")
+    result = evaluate(
+        Translator.open(model_dir, "epoch-10"), DataDir(reversal_data), "dev", 1, output=tmp_path / "h.txt"
+    )
     assert result.checkpoint.startswith("epoch-")
     assert int(result.checkpoint.split("-")[1]) == 10
     assert result.scores.sentences == 100

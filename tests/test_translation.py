@@ -16,7 +16,7 @@ from nmt_cli.translation import Translator
 
 @pytest.fixture(scope="module")
 def translator(trained_model) -> Translator:
-    return Translator(trained_model("attention"))
+    return Translator.open(trained_model("attention"))
 
 
 def _ids_reaching_the_search(translator, monkeypatch, lines, **options) -> list[list[int]]:
@@ -80,10 +80,10 @@ def test_long_input_is_reported_and_translated(translator):
 
 def test_checkpoint_choice(trained_model):
     model_dir = trained_model("attention")
-    assert Translator(model_dir, "epoch-10").checkpoint.name == "epoch-010.keras"
-    assert Translator(model_dir, "last").checkpoint.name == "epoch-020.keras"
+    assert Translator.open(model_dir, "epoch-10").checkpoint.name == "epoch-010.keras"
+    assert Translator.open(model_dir, "last").checkpoint.name == "epoch-020.keras"
     with pytest.raises(UserError, match="saved: epoch-10, epoch-20"):
-        Translator(model_dir, "epoch-3")
+        Translator.open(model_dir, "epoch-3")
 
 
 def readme_plain_keras_snippet() -> str:
@@ -95,7 +95,7 @@ def readme_plain_keras_snippet() -> str:
 
 @pytest.mark.parametrize("arch", ["attention", "transformer"])
 def test_the_readme_decodes_with_plain_keras_like_nmt_translate(trained_model, tmp_path, arch):
-    translator = Translator(trained_model(arch))
+    translator = Translator.open(trained_model(arch), engine="keras")
     sentence = "d e f g"
     snippet = readme_plain_keras_snippet()
     assert '"models/default"' in snippet and "i can 't tell who will arrive first ." in snippet
@@ -119,15 +119,16 @@ def test_the_readme_loop_runs_a_two_layer_lstm_to_the_length_limit(trained_model
     import keras
     import numpy as np
 
-    from nmt_cli.decoding import LengthRule, Searcher
+    from nmt_cli.decoding import Searcher
+    from nmt_cli.engines import LengthRule
     from nmt_cli.models import build_models
     from nmt_cli.tokenizer import EOS_ID, PAD_ID
 
     snippet = readme_plain_keras_snippet()
     rule = LengthRule()
     assert f"max_steps = {rule.ratio:g} * len(source_ids) + {rule.extra}" in snippet
-    translator = Translator(trained_model("attention"))
-    config = dataclasses.replace(translator.config.model, arch="seq2seq", layers=2, units=16, embedding_dim=8)
+    translator = Translator.open(trained_model("attention"))
+    config = dataclasses.replace(translator.model.config.model, arch="seq2seq", layers=2, units=16, embedding_dim=8)
     keras.utils.set_random_seed(3)
     models = build_models(config)
     # An untrained model's scores are nearly tied: spread them, so that float rounding cannot

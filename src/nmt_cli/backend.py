@@ -22,7 +22,9 @@ def _native_stderr_silenced() -> Iterator[None]:
         os.close(devnull)
 
 
-def load_tensorflow() -> None:
+def load_tensorflow(threads: int = 0) -> None:
+    """Import TensorFlow and Keras; `threads` > 0 caps the threads of each operation and of the
+    operations run at once (it takes effect only before TensorFlow first runs anything)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     # The data pipeline and decoding loops are TensorFlow: another Keras backend cannot run them.
     os.environ["KERAS_BACKEND"] = "tensorflow"
@@ -30,6 +32,12 @@ def load_tensorflow() -> None:
         import keras  # noqa: F401
         import tensorflow as tf
 
+        if threads:
+            try:
+                tf.config.threading.set_intra_op_parallelism_threads(threads)
+                tf.config.threading.set_inter_op_parallelism_threads(threads)
+            except RuntimeError:  # already running in this process: its threads stay as they are
+                pass
         tf.config.list_physical_devices()  # device discovery logs too, so do it now
     tf.get_logger().setLevel("ERROR")
     warnings.filterwarnings("ignore", module=r"keras(\.|$)")

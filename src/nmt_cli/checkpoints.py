@@ -6,7 +6,8 @@ of every epoch, in this order:
 1. `history.csv`, with every epoch so far;
 2. if the epoch is the best so far (highest validation BLEU, or lowest validation loss, as
    `--best-by` says): `checkpoints/best.keras`, the inference models `encoder.keras` and
-   `decoder.keras`, then `checkpoints/best.json` naming the epoch, its position and its figure;
+   `decoder.keras`, then `checkpoints/best.json` naming the epoch, its position and its figure,
+   then (for a Transformer) its CTranslate2 export `ctranslate2/`, stamped with best.keras' digest;
 3. every `save_every` epochs, and after the run's last: `checkpoints/epoch-N.keras`.
 
 A run that stops inside an epoch (its time budget is spent, or it is interrupted) saves
@@ -29,9 +30,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from nmt_cli import files
+from nmt_cli.export import export
 from nmt_cli.workspace import Workspace, write_history
 
 if TYPE_CHECKING:
+    from nmt_cli.config import ModelConfig
     from nmt_cli.models.base import Seq2SeqModels
 
 
@@ -115,8 +118,10 @@ class CheckpointPolicy:
         save_every: int,
         best_by: str,
         writes: bool = True,
+        export: ModelConfig | None = None,
     ):
         self.workspace, self.models, self.history = workspace, models, history
+        self.export = export  # the model's options, when each new best is also exported to CTranslate2
         self.save_every, self.best_by = save_every, best_by
         self.writes = writes  # False for every worker but the chief: it keeps count, writes nothing
         figures = [figure_of(row, best_by) for row in history]
@@ -156,6 +161,18 @@ class CheckpointPolicy:
             saved[path.name] = files.sha256(path)
         stamp = {"epoch": int(row["epoch"]), "position": position.to_json(), "by": self.best_by, "figure": self.best}
         files.write_text(self.workspace.best_stamp, json.dumps({**stamp, "sha256": saved}) + "\n")
+        if self.export is not None:
+            # Its stamp names best.keras' digest: if a later best.keras is not exported (a kill), the
+            # export no longer matches it, and translation uses the Keras engine until it does.
+            export(
+                self.models.training,
+                self.export,
+                self.workspace,
+                self.workspace.best,
+                "best",
+                int(row["epoch"]),
+                checkpoint_sha256=saved[self.workspace.best.name],
+            )
 
     def _inference_files(self):
         return ((self.models.encoder, self.workspace.encoder), (self.models.decoder, self.workspace.decoder))

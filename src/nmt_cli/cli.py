@@ -25,6 +25,7 @@ from nmt_cli import __version__
 from nmt_cli.config import (
     MODEL_OPTIONS,
     EvaluateOptions,
+    ExportOptions,
     ModelConfig,
     PrepareOptions,
     SummaryOptions,
@@ -243,22 +244,27 @@ def evaluate(**values: Any) -> None:
         else:
             console.say(console.scores_text(scores))
         return
+    from nmt_cli.trained import TrainedModel
+
     workspace = Workspace(options.model_dir)
     if options.all_checkpoints:
-        workspace.check_usable("last")
+        workspace.resolve_checkpoint("last")  # one at least
         checkpoints = [f"epoch-{epoch}" for epoch in workspace.saved_epochs()]
     else:
-        workspace.check_usable(options.checkpoint)
         checkpoints = [options.checkpoint]
-    config = load_config(workspace.config)
-    data = DataDir(options.data_dir or config.resolve_data_dir(options.model_dir))
+    # Every checkpoint is swapped into one Keras engine; an export holds only one.
+    engine = "keras" if options.all_checkpoints else options.engine
+    model = TrainedModel.open(options.model_dir, checkpoints[0], engine)
+    data = DataDir(options.data_dir or model.config.resolve_data_dir(options.model_dir))
     data.check_exists()
 
-    _load_tensorflow()
+    from nmt_cli.engines import open_engine
     from nmt_cli.evaluation import evaluate_checkpoints
+    from nmt_cli.translation import Translator
 
+    translator = Translator(model, open_engine(model, options.threads, warn=console.tell))
     results = evaluate_checkpoints(
-        options.model_dir,
+        translator,
         checkpoints,
         data,
         options.split,
@@ -270,10 +276,36 @@ def evaluate(**values: Any) -> None:
         payload = [r.to_dict() for r in results] if options.all_checkpoints else results[0].to_dict()
         console.stdout.print_json(json.dumps(payload))
     elif options.all_checkpoints:
-        console.stdout.print(console.checkpoint_table(results, workspace.best_epoch(), config.training.best_by))
+        table = console.checkpoint_table(results, workspace.best_epoch(), model.config.training.best_by)
+        console.stdout.print(table)
         console.say(f"BLEU {results[0].scores.bleu_signature}")
     else:
         console.say(console.evaluation_text(results[0]))
+
+
+@app.command(cls=_Command)
+@_takes(_parameters(ExportOptions))
+def export(**values: Any) -> None:
+    """Write a Transformer checkpoint as a CTranslate2 model: translation without TensorFlow."""
+    from nmt_cli import console
+    from nmt_cli.export import check_exportable
+    from nmt_cli.workspace import Workspace
+
+    options = _of(ExportOptions, values)
+    options.validate()
+    workspace = Workspace(options.model_dir)
+    workspace.resolve_checkpoint(options.checkpoint)
+    config = load_config(workspace.config)
+    check_exportable(config.model.arch)
+    workspace.read_manifest(config)
+
+    _load_tensorflow()
+    from nmt_cli.export import export_checkpoint, export_size
+
+    written, stamp = export_checkpoint(
+        workspace, config.model, options.checkpoint, options.quantization, options.output
+    )
+    console.say(console.export_text(written, stamp, export_size(written)))
 
 
 @app.command(cls=_Command)
@@ -313,7 +345,7 @@ _TEXTS = inspect.Parameter(
 @_takes([_TEXTS], _parameters(TranslateOptions))
 def translate(texts: list[str] | None = None, **values: Any) -> None:
     """Translate text given as arguments, a file, or lines on stdin."""
-    from nmt_cli.workspace import Workspace
+    from nmt_cli.trained import TrainedModel
 
     options = _of(TranslateOptions, values)
     options.validate()
@@ -325,13 +357,14 @@ def translate(texts: list[str] | None = None, **values: Any) -> None:
         raise UserError("- (read stdin) cannot be mixed with sentences given as arguments")
     if options.input is not None and options.output is not None and options.input.resolve() == options.output.resolve():
         raise UserError("--output must not be the --input file: it would be overwritten while being read")
-    Workspace(options.model_dir).check_usable(options.checkpoint)
+    model = TrainedModel.open(options.model_dir, options.checkpoint, options.engine)
 
-    _load_tensorflow()
     from nmt_cli import console, files
+    from nmt_cli.engines import open_engine
     from nmt_cli.translation import Translator
 
-    translator = Translator(options.model_dir, options.checkpoint)
+    # The Keras engine loads TensorFlow here; the CTranslate2 engine never does.
+    translator = Translator(model, open_engine(model, options.threads, warn=console.tell))
 
     def warn_long(line: str, pieces: int, trained: int, parts: int) -> None:
         excerpt = line if len(line) <= 40 else line[:37] + "..."

@@ -20,9 +20,13 @@ from typing import Any, get_type_hints
 
 from nmt_cli import __version__
 from nmt_cli.distribute import STRATEGIES
+from nmt_cli.engines import ENGINES
 from nmt_cli.errors import UserError
 from nmt_cli.models import ARCHITECTURE_NAMES
 
+# How `nmt export` stores weights; int8 is what CPUs run fastest (README: its cost in BLEU).
+QUANTIZATIONS = ("int8", "int8_float32", "float32")
+DEFAULT_QUANTIZATION = "int8"
 DEFAULT_DATA_DIR = Path("data/prepared")
 DEFAULT_MODEL_DIR = Path("models/default")
 
@@ -394,6 +398,19 @@ def _as_json() -> Any:
     return option(False, "Print the results as JSON.", flag="--json")
 
 
+def _engine() -> Any:
+    return option(
+        "auto",
+        "What translates: ctranslate2 (the model's CTranslate2 export, without TensorFlow), keras, or auto "
+        "(ctranslate2 when the export holds the checkpoint asked for, else keras).",
+        choices=ENGINES,
+    )
+
+
+def _threads() -> Any:
+    return option(0, "CPU threads to translate with.", minimum=0, default_text="the engine's own choice")
+
+
 @dataclass
 class PrepareOptions:
     source: str | None = option(
@@ -447,6 +464,8 @@ class TranslateOptions:
     normalize: bool = option(True, "Bring raw input to the training corpus' form.", flag="--normalize/--no-normalize")
     tokenized: bool = option(False, "Keep the corpus' word spacing in the output.", flag="--tokenized")
     as_json: bool = option(False, "One JSON object per line: source, translation, score.", flag="--json")
+    engine: str = _engine()
+    threads: int = _threads()
 
     def validate(self) -> None:
         check(self)
@@ -468,6 +487,8 @@ class EvaluateOptions:
     hypotheses: Path | None = option(None, "Score this hypothesis file instead of translating (needs --references).")
     references: Path | None = option(None, "Reference file for --hypotheses.")
     tokenize: str = option("13a", "sacreBLEU tokenizer for --hypotheses/--references scoring.")
+    engine: str = _engine()
+    threads: int = _threads()
     as_json: bool = _as_json()
 
     def validate(self) -> None:
@@ -478,6 +499,24 @@ class EvaluateOptions:
             raise UserError(
                 "--output names one hypotheses file; --all-checkpoints writes one per checkpoint into MODEL_DIR/eval"
             )
+        if self.all_checkpoints and self.engine == "ctranslate2":
+            raise UserError(
+                "--all-checkpoints swaps the weights of every checkpoint into the Keras engine; "
+                "drop --engine ctranslate2, whose export holds one checkpoint"
+            )
+
+
+@dataclass
+class ExportOptions:
+    model_dir: Path = _model_dir()
+    checkpoint: str = _checkpoint()
+    quantization: str = option(DEFAULT_QUANTIZATION, "How the weights are stored.", choices=QUANTIZATIONS)
+    output: Path | None = option(
+        None, "The CTranslate2 model directory to write.", default_text="MODEL_DIR/ctranslate2"
+    )
+
+    def validate(self) -> None:
+        check(self)
 
 
 @dataclass

@@ -223,7 +223,8 @@ def scores_text(scores) -> str:
 
 def evaluation_text(evaluation) -> str:
     return (
-        f"{evaluation.split} split, checkpoint {evaluation.checkpoint}, beam {evaluation.beam_size}\n"
+        f"{evaluation.split} split, checkpoint {evaluation.checkpoint}, beam {evaluation.beam_size}, "
+        f"{evaluation.engine} engine\n"
         + scores_text(evaluation.scores)
         + f" in {evaluation.seconds:.2f} s: {evaluation.sentences_per_second:.1f} sentences/s, "
         f"{evaluation.tokens_per_second:.0f} tokens/s\nhypotheses: {evaluation.hypotheses_file}"
@@ -341,6 +342,8 @@ def print_summary(view: dict, console: Console = stdout) -> None:
         console.print(checkpoints)
     elif view["model_dir"] is None:
         console.print("untrained: no history or checkpoints yet")
+    if view.get("export"):
+        console.print(_export_line(view["export"]))
     for path in view.get("plots", []):
         console.print(f"drew {path}")
 
@@ -351,3 +354,17 @@ def _size_text(size: int) -> str:
             return f"{size:.0f} {unit}" if unit == "bytes" else f"{size:.1f} {unit}"
         size /= 1000
     return f"{size:.1f} GB"
+
+
+def _export_line(export: dict) -> str:
+    held = export["checkpoint"] + (f" (epoch {export['epoch']})" if export["epoch"] is not None else "")
+    state = "translates by default" if export["current"] else f"stale: {export['checkpoint']} changed since"
+    return (
+        f"CTranslate2 export: {export['path']}, {export['quantization']}, {_size_text(export['bytes'])}, "
+        f"holds {held}; {state}"
+    )
+
+
+def export_text(folder, stamp, size: int) -> str:
+    held = stamp.checkpoint + (f" (epoch {stamp.epoch})" if stamp.epoch is not None else "")
+    return f"exported {held} to {folder}: CTranslate2, {stamp.quantization}, {_size_text(size)}"

@@ -20,6 +20,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from nmt_cli.engines import LENGTH_RULE, LengthRule
 from nmt_cli.models.base import LOG_PROBS, PREVIOUS_TOKEN, STEP
 from nmt_cli.tokenizer import BOS_ID, EOS_ID, PAD_ID
 
@@ -34,16 +35,10 @@ class Hypothesis:
     score: float  # total log-probability divided by length**alpha (length counts <eos>)
 
 
-@dataclass(frozen=True)
-class LengthRule:
-    """At most `ratio * source length + extra` target steps; `<eos>` is forced at the last one."""
-
-    ratio: float = 2.0
-    extra: int = 10
-
-    def limits(self, source):
-        source_lengths = tf.reduce_sum(tf.cast(tf.not_equal(source, PAD_ID), tf.float32), axis=1)
-        return tf.cast(source_lengths * self.ratio, tf.int32) + self.extra
+def step_limits(rule: LengthRule, source):
+    """`rule`'s number of target steps for every row of a padded source batch."""
+    source_lengths = tf.reduce_sum(tf.cast(tf.not_equal(source, PAD_ID), tf.float32), axis=1)
+    return tf.cast(source_lengths * rule.ratio, tf.int32) + rule.extra
 
 
 class Searcher:
@@ -57,7 +52,7 @@ class Searcher:
         self,
         encoder: keras.Model,
         decoder: keras.Model,
-        length_rule: LengthRule = LengthRule(),
+        length_rule: LengthRule = LENGTH_RULE,
         length_alpha: float = 1.0,
     ):
         self.encoder, self.decoder = encoder, decoder
@@ -146,7 +141,7 @@ class Searcher:
     def _greedy_graph(self, source):
         memory, cache = self._encode(source)
         batch = tf.shape(source)[0]
-        limits = self.length_rule.limits(source)
+        limits = step_limits(self.length_rule, source)
         max_steps = tf.reduce_max(limits)
         tokens = tf.fill([batch], BOS_ID)
         output = tf.TensorArray(tf.int32, size=max_steps)
@@ -193,7 +188,7 @@ class Searcher:
         """
         memory, cache = self._encode(source)
         batch = tf.shape(source)[0]
-        limits = self.length_rule.limits(source)
+        limits = step_limits(self.length_rule, source)
         max_steps = tf.reduce_max(limits)
         memory, cache = tf.nest.map_structure(lambda s: tf.repeat(s, beam_size, axis=0), (memory, cache))
         limits = tf.reshape(tf.repeat(limits, beam_size), [batch, beam_size, 1])

@@ -34,6 +34,7 @@ class Scores:
 class Evaluation:
     split: str
     checkpoint: str
+    engine: str  # keras, or ctranslate2 with the export's quantization
     beam_size: int
     scores: Scores
     seconds: float
@@ -132,6 +133,7 @@ def evaluate(
     evaluation = Evaluation(
         split=split,
         checkpoint=name,
+        engine=translator.engine_label,
         beam_size=beam_size,
         scores=scores,
         seconds=round(seconds, 3),
@@ -145,7 +147,7 @@ def evaluate(
 
 
 def evaluate_checkpoints(
-    model_dir: Path,
+    translator: Translator,
     checkpoints: list[str],
     data: DataDir,
     split: str | None,
@@ -153,12 +155,12 @@ def evaluate_checkpoints(
     output: Path | None = None,
     reporter: Reporter | None = None,
 ) -> list[Evaluation]:
-    """Evaluate each named checkpoint of a model directory on one split."""
-    from nmt_cli.translation import Translator
-
+    """Evaluate each named checkpoint of the translator's model directory on one split, swapping
+    weights into the same engine."""
     results = []
     for checkpoint in checkpoints:
-        translator = Translator(model_dir, checkpoint)
+        if checkpoint != translator.model.checkpoint_name:
+            translator.use_checkpoint(checkpoint)
         results.append(evaluate(translator, data, split or default_split(data), beam_size, output, reporter))
     return results
 

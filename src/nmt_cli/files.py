@@ -11,7 +11,9 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import shutil
 import stat
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -141,3 +143,34 @@ def sha256(path: Path) -> str:
         for block in iter(lambda: stream.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def staging_folder(path: Path) -> Path:
+    """A new hidden folder beside `path`, to build a replacement of the folder `path` in."""
+    return Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-"))
+
+
+def swap_folder_into_place(built: Path, path: Path) -> None:
+    """Rename a built folder to `path`; the old one, if any, goes only once the new one is there."""
+    sync_tree(built)
+    if path.exists():
+        old = path.with_name(f".{path.name}.old-{os.getpid()}")
+        os.replace(path, old)
+        os.replace(built, path)
+        sync_folder(path.parent)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(built, path)
+        sync_folder(path.parent)
+
+
+def remove_folder_leftovers(path: Path, complete: str) -> None:
+    """Folders a killed `swap_folder_into_place` or build left beside `path`: an old copy that holds
+    the file `complete` is put back where no new one took its place; the rest are removed."""
+    for old in path.parent.glob(f".{path.name}.old-*"):
+        if not path.exists() and (old / complete).exists():
+            os.replace(old, path)
+        else:
+            shutil.rmtree(old, ignore_errors=True)
+    for staging in path.parent.glob(f".{path.name}.tmp-*"):
+        shutil.rmtree(staging, ignore_errors=True)

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -61,8 +59,8 @@ def prepare(options: PrepareOptions, reporter: Reporter | None = None) -> Prepar
     _refuse_foreign_directory(data_dir)
     made_parent = not data_dir.parent.exists()
     data_dir.parent.mkdir(parents=True, exist_ok=True)
-    _remove_leftovers(data_dir)
-    staging = Path(tempfile.mkdtemp(dir=data_dir.parent, prefix=f".{data_dir.name}.tmp-"))
+    files.remove_folder_leftovers(data_dir, MANIFEST)
+    staging = files.staging_folder(data_dir)
     try:
         source = _gather_source(options, staging / "raw", reporter, data_dir)
         if source is None:
@@ -73,7 +71,7 @@ def prepare(options: PrepareOptions, reporter: Reporter | None = None) -> Prepar
         out = staging / "out"
         out.mkdir()
         manifest = _build(source, options, fingerprint, out, reporter)
-        _swap_into_place(out, data_dir)
+        files.swap_folder_into_place(out, data_dir)
         return PrepareResult(manifest, rebuilt=True)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -280,28 +278,3 @@ def _length_stats(seqs: list[list[int]]) -> dict[str, float]:
         "p95": float(np.percentile(lengths, 95)),
         "max": int(lengths.max()),
     }
-
-
-def _remove_leftovers(data_dir: Path) -> None:
-    """Folders a killed run left beside the data directory; a complete old copy is put back."""
-    for old in data_dir.parent.glob(f".{data_dir.name}.old-*"):
-        if not data_dir.exists() and (old / MANIFEST).exists():
-            os.replace(old, data_dir)
-        else:
-            shutil.rmtree(old, ignore_errors=True)
-    for staging in data_dir.parent.glob(f".{data_dir.name}.tmp-*"):
-        shutil.rmtree(staging, ignore_errors=True)
-
-
-def _swap_into_place(out: Path, data_dir: Path) -> None:
-    """Rename the built folder into place; the old one, if any, goes only once the new one is there."""
-    files.sync_tree(out)
-    if data_dir.exists():
-        old = data_dir.with_name(f".{data_dir.name}.old-{os.getpid()}")
-        os.replace(data_dir, old)
-        os.replace(out, data_dir)
-        files.sync_folder(data_dir.parent)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(out, data_dir)
-        files.sync_folder(data_dir.parent)

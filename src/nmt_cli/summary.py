@@ -16,6 +16,7 @@ from nmt_cli import files
 from nmt_cli.config import DEFAULT_MODEL_DIR, ModelConfig, RunConfig, SummaryOptions, load_config
 from nmt_cli.datadir import DataDir, Manifest
 from nmt_cli.errors import UserError
+from nmt_cli.export import export_size, read_stamp
 from nmt_cli.models import build_models
 from nmt_cli.workspace import Workspace, read_history
 
@@ -153,8 +154,28 @@ def summarize_model_dir(model_dir: Path) -> tuple[dict, Seq2SeqModels]:
         "history": history,
         "best_epoch": workspace.best_epoch(),
         "checkpoints": [{"name": p.name, "bytes": p.stat().st_size} for p in checkpoints],
+        "export": _export_view(workspace),
     }
     return view, models
+
+
+def _export_view(workspace: Workspace) -> dict | None:
+    """The CTranslate2 export: what it holds, and whether that checkpoint is still as exported."""
+    stamp = read_stamp(workspace.export)
+    if stamp is None:
+        return None
+    try:
+        current = stamp.holds(workspace.resolve_checkpoint(stamp.checkpoint))
+    except UserError:
+        current = False
+    return {
+        "path": str(workspace.export),
+        "checkpoint": stamp.checkpoint,
+        "epoch": stamp.epoch,
+        "quantization": stamp.quantization,
+        "bytes": export_size(workspace.export),
+        "current": current,
+    }
 
 
 def summarize_untrained(
@@ -180,6 +201,7 @@ def summarize_untrained(
         "history": [],
         "best_epoch": None,
         "checkpoints": [],
+        "export": None,
     }
     return view, models
 

@@ -111,6 +111,13 @@ class Tokenizer:
     def decode(self, ids: list[list[int]]) -> list[str]:
         return self._sp.decode(ids)
 
+    def piece(self, token_id: int) -> str:
+        return self._sp.id_to_piece(token_id)
+
+    def vocabulary(self) -> list[str]:
+        """Every piece, in id order."""
+        return [self._sp.id_to_piece(i) for i in range(self.vocab_size)]
+
     def pieces(self, sentence: str) -> list[str]:
         """How a sentence is split, piece by piece: for looking, not for the model."""
         return self._sp.encode(sentence, out_type=str)

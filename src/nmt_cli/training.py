@@ -31,6 +31,7 @@ from nmt_cli.dataset import ParallelBatches
 from nmt_cli.distribute import auto_precision, make_strategy, this_task
 from nmt_cli.errors import UserError
 from nmt_cli.evaluation import SplitScorer
+from nmt_cli.export import EXPORTABLE_ARCHS
 from nmt_cli.models import architecture, build_models, check_fits_in_memory, load_checkpoint
 from nmt_cli.models.base import Seq2SeqModels
 from nmt_cli.objectives import MaskedCrossEntropy, MaskedTokenAccuracy, TargetTokens, correct_tokens, token_loss_sum
@@ -202,7 +203,16 @@ def train(
         )
     if chief:
         forget_after(workspace, position)
-    policy = CheckpointPolicy(workspace, models, history, training.save_every, training.best_by, writes=chief)
+    exportable = config.model.arch in EXPORTABLE_ARCHS
+    policy = CheckpointPolicy(
+        workspace,
+        models,
+        history,
+        training.save_every,
+        training.best_by,
+        writes=chief,
+        export=config.model if exportable else None,
+    )
     scorer = None
     if training.best_by == "bleu" and chief:
         target_tokenizer = workspace.tokenizer(plan.data.manifest().target_lang)

@@ -1,4 +1,4 @@
-"""Text in, text out: normalise, tokenize, search, detokenize, with a trained model directory."""
+"""Text in, text out: normalise, tokenize, search (with either engine), detokenize."""
 
 from __future__ import annotations
 
@@ -7,14 +7,14 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from nmt_cli.config import RunConfig, load_config
-from nmt_cli.datadir import Manifest
-from nmt_cli.decoding import Searcher
-from nmt_cli.models import load_checkpoint, load_keras_model
-from nmt_cli.models.base import is_step_contract
-from nmt_cli.tokenizer import Tokenizer, normalize, output_text
-from nmt_cli.workspace import Workspace
+from nmt_cli.engines import Engine, NBest, open_engine
+from nmt_cli.tokenizer import normalize, output_text
+
+if TYPE_CHECKING:
+    from nmt_cli.trained import TrainedModel
+    from nmt_cli.workspace import Workspace
 
 CHUNK_LINES = 512  # lines read, translated and written at a time: memory stays constant
 LONG_INPUT_FACTOR, LONG_INPUT_FLOOR = 4, 64  # a line is split past max(4 x the longest training sentence, 64) pieces
@@ -37,27 +37,57 @@ class Translation:
         return self.candidates[0].text if self.candidates else ""
 
 
+def longest_part(trained_max_length: int) -> int:
+    """Lines longer than this many pieces are translated in parts (see `Translator.segments`)."""
+    return max(LONG_INPUT_FACTOR * trained_max_length, LONG_INPUT_FLOOR)
+
+
 class Translator:
-    def __init__(self, model_dir: Path, checkpoint: str = "best"):
-        self.workspace = Workspace(model_dir)
-        self.checkpoint = self.workspace.check_usable(checkpoint)
-        self.config: RunConfig = load_config(self.workspace.config)
-        manifest = Manifest.read(self.workspace.data_manifest)
+    """Text in, text out with one opened model directory and one engine."""
+
+    def __init__(self, model: TrainedModel, engine: Engine):
+        self.model, self.engine = model, engine
+        manifest = model.manifest
         self.source_lang, self.target_lang = manifest.source_lang, manifest.target_lang
         self.source_style, self.target_style = manifest.source_style, manifest.target_style
         self.trained_max_length = manifest.longest_training_source()
-        self.source_tokenizer = Tokenizer.load(self.workspace.tokenizer(self.source_lang))
-        self.target_tokenizer = Tokenizer.load(self.workspace.tokenizer(self.target_lang))
-        self.searcher = Searcher(*self._inference_models())
+        self.source_tokenizer, self.target_tokenizer = model.source_tokenizer, model.target_tokenizer
 
-    def _inference_models(self):
-        if self.checkpoint == self.workspace.best and self.workspace.inference_models_of_best():
-            # The saved inference models are best.keras' own: loading them skips the training graph.
-            encoder, decoder = load_keras_model(self.workspace.encoder), load_keras_model(self.workspace.decoder)
-            if is_step_contract(decoder):
-                return encoder, decoder
-        models = load_checkpoint(self.checkpoint, self.config.model, compile=False)
-        return models.encoder, models.decoder
+    @classmethod
+    def open(
+        cls,
+        model_dir: Path,
+        checkpoint: str = "best",
+        engine: str = "auto",
+        threads: int = 0,
+        warn: Callable[[str], None] | None = None,
+    ) -> Translator:
+        """Open a model directory and load its engine (see `trained.TrainedModel.open`)."""
+        from nmt_cli.trained import TrainedModel
+
+        model = TrainedModel.open(model_dir, checkpoint, engine)
+        return cls(model, open_engine(model, threads, warn))
+
+    @property
+    def workspace(self) -> Workspace:
+        return self.model.workspace
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.model.checkpoint
+
+    @property
+    def engine_label(self) -> str:
+        """keras, or ctranslate2 and the quantization of its export: "ctranslate2 int8"."""
+        if self.engine.name == "ctranslate2" and self.model.export is not None:
+            return f"ctranslate2 {self.model.export.quantization}"
+        return self.engine.name
+
+    def use_checkpoint(self, checkpoint: str) -> None:
+        """Translate with the weights of another checkpoint of the same model from now on."""
+        model = self.model.with_checkpoint(checkpoint)
+        self.engine.load_checkpoint(model.checkpoint)
+        self.model = model
 
     def translate_ids(
         self,
@@ -65,9 +95,9 @@ class Translator:
         beam_size: int,
         n_best: int = 1,
         on_progress: Callable[[int], None] | None = None,
-    ) -> list[list[tuple[list[int], float]]]:
-        """Id sequences in, n-best (ids, score) lists out, in order (see `Searcher.search_all`)."""
-        return self.searcher.search_all(sources, beam_size, n_best, on_progress)
+    ) -> list[NBest]:
+        """Id sequences in, n-best (ids, score) lists out, in order (see `engines.Engine`)."""
+        return self.engine.search_all(sources, beam_size, n_best, on_progress)
 
     def output_texts(self, hypotheses: list[list[int]], tokenized: bool = False) -> list[str]:
         """Target ids to text (see `tokenizer.output_text`)."""
@@ -75,8 +105,7 @@ class Translator:
 
     @property
     def longest_segment(self) -> int:
-        """Lines longer than this many pieces are translated in parts (see `segments`)."""
-        return max(LONG_INPUT_FACTOR * self.trained_max_length, LONG_INPUT_FLOOR)
+        return longest_part(self.trained_max_length)
 
     def segments(self, text: str) -> list[list[int]]:
         """The source ids of a (prepared) line, in parts of at most `longest_segment` pieces.

@@ -5,6 +5,7 @@ MODEL_DIR/history.csv               one row per epoch
 MODEL_DIR/checkpoints/epoch-005.keras  full checkpoints (weights + optimizer state)
 MODEL_DIR/checkpoints/best.keras    the best epoch so far (best.json: which, and by what)
 MODEL_DIR/encoder.keras, decoder.keras  inference models of best.keras, loadable from plain Keras
+MODEL_DIR/ctranslate2/              a CTranslate2 export of a checkpoint (best.keras, when training makes it)
 MODEL_DIR/logs/                     TensorBoard logs
 MODEL_DIR/eval/                     `nmt evaluate`'s hypotheses and scores
 MODEL_DIR/spm.SRC.model, spm.TGT.model, data-manifest.json
@@ -24,11 +25,14 @@ import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from nmt_cli import files
-from nmt_cli.config import load_config
 from nmt_cli.datadir import MANIFEST, Manifest, tokenizer_file
 from nmt_cli.errors import UserError
+
+if TYPE_CHECKING:
+    from nmt_cli.config import RunConfig
 
 _EPOCH_FILE = re.compile(r"^epoch-(\d+)\.keras$")
 HISTORY_FIELDS = (
@@ -62,6 +66,7 @@ class Workspace:
         self.logs = self.root / "logs"
         self.data_manifest = self.root / "data-manifest.json"
         self.lock_file = self.root / "train.lock"  # held by the run training this directory
+        self.export = self.root / "ctranslate2"  # the CTranslate2 model of a checkpoint (export.py)
 
     @contextmanager
     def lock(self) -> Iterator[None]:
@@ -104,8 +109,13 @@ class Workspace:
 
     def checkpoint_name(self, path: Path) -> str:
         """What `--checkpoint` calls a checkpoint file: best or epoch-N."""
-        match = _EPOCH_FILE.match(Path(path).name)
-        return f"epoch-{int(match.group(1))}" if match else Path(path).stem
+        epoch = self.epoch_of(path)
+        return Path(path).stem if epoch is None else f"epoch-{epoch}"
+
+    def epoch_of(self, checkpoint: Path) -> int | None:
+        """N for `epoch-N.keras`; None for any other file."""
+        match = _EPOCH_FILE.match(Path(checkpoint).name)
+        return int(match.group(1)) if match else None
 
     def saved_epochs(self) -> list[int]:
         if not self.checkpoints.is_dir():
@@ -138,15 +148,11 @@ class Workspace:
             raise UserError(f"no checkpoint {choice} in {self.root}; saved: {saved}")
         return path
 
-    def check_usable(self, choice: str = "best") -> Path:
-        """The checkpoint file `choice` names, once the files that go with it are readable.
-
-        Quick, and without TensorFlow: a command checks this before loading it.
-        """
-        path = self.resolve_checkpoint(choice)
-        config = load_config(self.config)
+    def read_manifest(self, config: RunConfig) -> Manifest:
+        """The data manifest copied at training time; a damaged one is named, with the way to
+        restore it where the data directory still holds the original."""
         try:
-            Manifest.read(self.data_manifest)
+            return Manifest.read(self.data_manifest)
         except UserError as damaged:
             original = config.resolve_data_dir(self.root) / MANIFEST
             if original.is_file() and files.sha256(original) == config.data_manifest_sha256:
@@ -154,7 +160,6 @@ class Workspace:
                     f"{self.data_manifest} is damaged; restore it with: cp {original} {self.data_manifest}"
                 ) from None
             raise damaged
-        return path
 
     def inference_models_of_best(self) -> bool:
         """Whether encoder.keras and decoder.keras are the ones saved with best.keras (best.json
@@ -173,7 +178,7 @@ class Workspace:
 
     def clear(self) -> None:
         """Remove everything training wrote, for `--restart`."""
-        for path in (self.checkpoints, self.logs, self.evaluations):
+        for path in (self.checkpoints, self.logs, self.evaluations, self.export):
             shutil.rmtree(path, ignore_errors=True)
         for path in (
             self.config,

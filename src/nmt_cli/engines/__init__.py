@@ -1,0 +1,83 @@
+"""Inference engines: one small interface for "source ids in, n-best ids and scores out".
+
+    keras        the trained Keras encoder and decoder step models, searched by `decoding.py`
+                 (TensorFlow); any architecture, any checkpoint
+    ctranslate2  a CTranslate2 export of a Transformer checkpoint (`export.py`): no TensorFlow,
+                 int8 or float32 weights, batched beam search in C++
+
+`translation.py` and `evaluation.py` see only `Engine`. Both engines keep the same search:
+`LengthRule` steps at most (`<eos>` forced at the last), beam search with finished hypotheses
+leaving the beam, scores that are log-probabilities over length (counting `<eos>`).
+
+Importing this package loads neither TensorFlow nor CTranslate2: `open_engine` imports the one
+it needs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+from nmt_cli.errors import UserError
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from nmt_cli.trained import TrainedModel
+
+ENGINES = ("auto", "ctranslate2", "keras")
+
+NBest = list[tuple[list[int], float]]  # (target ids without <bos>/<eos>, score), best first
+
+
+@dataclass(frozen=True)
+class LengthRule:
+    """At most `ratio * source length + extra` target steps; `<eos>` is forced at the last one."""
+
+    ratio: float = 2.0
+    extra: int = 10
+
+    def steps(self, source_length: int) -> int:
+        return int(source_length * self.ratio) + self.extra
+
+
+LENGTH_RULE = LengthRule()  # nmt's rule: 2n + 10
+
+
+class Engine(Protocol):
+    name: str  # "keras" or "ctranslate2"
+
+    def search_all(
+        self,
+        sources: list[list[int]],
+        beam_size: int,
+        n_best: int = 1,
+        on_progress: Callable[[int], None] | None = None,
+    ) -> list[NBest]:
+        """Id sequences in, n-best lists out, in order; an empty sequence gets an empty list.
+        `on_progress(sentences)` hears after each batch how many it translated."""
+
+    def load_checkpoint(self, checkpoint: Path) -> None:
+        """Search with the weights of another checkpoint of the same model from now on."""
+
+
+def open_engine(model: TrainedModel, threads: int = 0, warn: Callable[[str], None] | None = None) -> Engine:
+    """The engine `model.engine_name` names, ready to search.
+
+    A CTranslate2 export chosen by `auto` that does not load (damaged) is left for the Keras
+    engine, with a warning through `warn`; asked for by name, it is an error.
+    """
+    if model.engine_name == "ctranslate2":
+        from nmt_cli.engines.ctranslate2 import CTranslate2Engine
+
+        try:
+            return CTranslate2Engine(model.workspace.export, threads)
+        except UserError as damaged:
+            if model.requested_engine != "auto":
+                raise
+            if warn is not None:
+                warn(f"warning: {damaged}; translating with the Keras engine instead")
+    from nmt_cli.engines.keras import KerasEngine
+
+    return KerasEngine(model, threads)
