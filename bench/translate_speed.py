@@ -62,6 +62,30 @@ def measure(nmt: str, model_dir: Path, data_dir: Path, engine: str, runs: int) -
     return row
 
 
+def float32_agreement(model_dir: Path, export_dir: Path, data_dir: Path) -> tuple[int, int]:
+    """Greedy search of the same weights in float32 on both engines: how faithful the export is,
+    apart from the precision the Keras models were trained in (mixed bfloat16 computes in bfloat16)."""
+    from nmt_cli import backend
+
+    backend.load_tensorflow()
+    import keras
+
+    from nmt_cli.datadir import DataDir
+    from nmt_cli.decoding import Searcher
+    from nmt_cli.engines.ctranslate2 import CTranslate2Engine
+    from nmt_cli.models import build_models
+    from nmt_cli.trained import TrainedModel
+
+    keras.mixed_precision.set_dtype_policy("float32")
+    model = TrainedModel.open(model_dir, engine="keras")
+    models = build_models(model.config.model)
+    models.training.load_weights(model.checkpoint)
+    sources = [list(ids) for ids in DataDir(data_dir).load_split("dev")[0]]
+    expected = Searcher(models.encoder, models.decoder).search_all(sources, beam_size=1)
+    found = CTranslate2Engine(export_dir).search_all(sources, beam_size=1)
+    return sum(a[0][0] == b[0][0] for a, b in zip(found, expected)), len(sources)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model-dir", type=Path, default=Path("models/default"))
@@ -83,6 +107,10 @@ def main() -> None:
             if quantization:
                 timed([nmt, "export", "--model-dir", str(folder), "--quantization", quantization])
             rows[label] = measure(nmt, folder, data_dir, engine, args.runs)
+        if len(rows) > 1:
+            float32_export = Path(scratch) / "ctranslate2-float32" / "ctranslate2"
+            same, total = float32_agreement(model_dir, float32_export, data_dir)
+            print(f"greedy ids of the float32 export = those of the Keras models in float32: {same} of {total} lines")
     keras_greedy = rows["keras"]["beam1"]["hypotheses"]
     print(
         "| engine | evaluate 500, beam 1 | evaluate 500, beam 5 | one sentence, cold | peak memory, translate "

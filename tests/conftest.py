@@ -310,14 +310,16 @@ def nmt(*args, input=None, cwd=None, env=None, timeout: float = 180, before_tens
     """`nmt ARGS` in a subprocess, as a user runs it (wide, colourless output).
 
     With `before_tensorflow`, an error must come before TensorFlow loads (else the exit is 99).
+    `env` adds variables to this process' own; a variable given as None is removed.
     """
     program = ["-c", _BEFORE_TENSORFLOW] if before_tensorflow else ["-m", "nmt_cli"]
+    environment = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1", **(env or {})}
     return subprocess.run(
         [sys.executable, *program, *map(str, args)],
         input=input,
         capture_output=True,
         text=not isinstance(input, bytes),
-        env={**os.environ, "COLUMNS": "200", "NO_COLOR": "1", **(env or {})},
+        env={name: value for name, value in environment.items() if value is not None},
         cwd=cwd,
         timeout=timeout,
     )

@@ -137,10 +137,11 @@ def test_policy_by_loss_and_patience_count(workspace):
 def test_a_stop_inside_an_epoch_saves_a_resume_point_that_a_later_epoch_removes(workspace):
     policy = CheckpointPolicy(workspace, models(), [], save_every=5, best_by="bleu")
     policy.epoch_end(row(4, 2.0, 20.0), Position(3, 17), last=True)
-    assert resume_points(workspace) == [(Position(3, 17), workspace.resume_checkpoint)]
+    here = (Position(3, 17), workspace.resume_checkpoint)
+    assert resume_points(workspace) == [here, (Position(3, 17), workspace.best)]  # the best is one too
     assert best_position(workspace) == Position(3, 17)
     policy.epoch_end(row(4, 1.9, 21.0), Position(4), last=True)
-    assert resume_points(workspace) == [(Position(4), workspace.checkpoint(4))]
+    assert resume_points(workspace) == [(Position(4), workspace.checkpoint(4)), (Position(4), workspace.best)]
     assert not workspace.resume_stamp.exists() and not workspace.resume_checkpoint.exists()
 
 
@@ -149,3 +150,38 @@ def test_the_best_so_far_comes_from_the_history(workspace):
     touch(workspace.best)  # the best of those epochs
     policy = CheckpointPolicy(workspace, models(), list(earlier), save_every=5, best_by="bleu")
     assert not policy.improves(row(3, 1.0, 14.0)) and policy.improves(row(3, 1.0, 15.5))
+
+
+def test_every_epoch_end_is_a_resume_point_and_only_the_newest_is_kept(workspace):
+    """A kill never costs more than the epoch under way: each epoch's end leaves a resume point,
+    best.keras (complete) being one, and resume.keras holds only the newest."""
+    policy = CheckpointPolicy(workspace, models(), [], save_every=5, best_by="loss")
+    policy.epoch_end(row(1, 2.0, math.nan), Position(1), last=False)  # the best: best.keras is the point
+    assert resume_points(workspace) == [(Position(1), workspace.best)] and not workspace.resume_checkpoint.exists()
+    policy.epoch_end(row(2, 3.0, math.nan), Position(2), last=False)  # no better, no epoch checkpoint
+    assert resume_points(workspace) == [(Position(2), workspace.resume_checkpoint), (Position(1), workspace.best)]
+    policy.epoch_end(row(3, 1.0, math.nan), Position(3), last=False)  # a new best: the older point goes
+    assert resume_points(workspace) == [(Position(3), workspace.best)] and not workspace.resume_checkpoint.exists()
+    policy.epoch_end(row(4, 1.5, math.nan), Position(4), last=False)
+    policy.epoch_end(row(5, 1.6, math.nan), Position(5), last=False)  # --save-every 5
+    assert resume_points(workspace) == [(Position(5), workspace.checkpoint(5)), (Position(3), workspace.best)]
+
+
+def test_a_best_model_whose_save_was_cut_short_is_no_resume_point(workspace):
+    touch(workspace.best)
+    workspace.best_stamp.write_text('{"saving": true}\n')
+    assert resume_points(workspace) == []
+    workspace.best_stamp.write_text(json.dumps({"epoch": 2, "position": {"epochs": 2, "batches": 0}}))
+    assert resume_points(workspace) == []  # a stamp from before digests: its files may not belong together
+    workspace.best_stamp.write_text(json.dumps({"epoch": 2, "position": {"epochs": 2, "batches": 0}, "sha256": {}}))
+    assert resume_points(workspace) == [(Position(2), workspace.best)]
+
+
+def test_a_checkpoint_set_aside_takes_its_stamp_with_it(workspace):
+    from nmt_cli.checkpoints import set_aside
+
+    touch(workspace.resume_checkpoint)
+    workspace.resume_stamp.write_text(json.dumps({"epochs": 3, "batches": 5}))
+    aside = set_aside(workspace, workspace.resume_checkpoint)
+    assert aside.name == "resume.keras.unloadable" and aside.exists() and not workspace.resume_stamp.exists()
+    assert resume_points(workspace) == []

@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from conftest import assert_one_line_error, nmt
+from nmt_cli import translation
 from nmt_cli.cli import app
 from nmt_cli.errors import UserError
 
@@ -272,12 +273,25 @@ def test_long_input_is_translated_with_a_warning(model):
 
 def test_input_far_beyond_the_trained_length_is_translated_in_parts(model):
     sentence = " ".join("abcdefghij"[(i * 7) % 10] for i in range(5)) + " ."
-    completed = nmt("translate", "--model-dir", model, "--beam-size", "1", " ".join([sentence] * 400))
+    completed = nmt("translate", "--model-dir", model, "--beam-size", "1", " ".join([sentence] * 60))
     assert completed.returncode == 0, completed.stderr
     assert len(lines_of(completed.stdout)) == 1
     (warning,) = completed.stderr.strip().splitlines()
     parts = int(warning.split(" in ")[-1].split()[0])
-    assert parts > 1 and warning.endswith("parts split at sentence ends")
+    assert 1 < parts <= translation.MAX_PARTS and warning.endswith("parts split at sentence ends")
+
+
+def test_the_work_of_one_line_is_bounded(model, reference):
+    """A line of 100,000 characters: its first MAX_PARTS parts are translated, the rest left out,
+    and the warning says so."""
+    sentence = " ".join("abcdefghij"[(i * 7) % 10] for i in range(5)) + " ."
+    line = " ".join([sentence] * 8400)
+    assert len(line) > 100_000
+    completed = nmt("translate", "--model-dir", model, "--beam-size", "1", line, timeout=120)
+    assert completed.returncode == 0, completed.stderr
+    (warning,) = completed.stderr.strip().splitlines()
+    assert f"the first {translation.MAX_PARTS} of its " in warning and "split such text into lines" in warning
+    assert completed.stdout == reference(model, [line], beam_size=1)[0] + "\n"
 
 
 def test_short_input_gives_no_warning_in_process(model):
@@ -540,3 +554,19 @@ def test_any_text_in_gives_one_line_out_per_line(model, lines, as_json):
     assert out[-1] == "" and len(out) - 1 == len(lines)
     if as_json:
         assert [json.loads(record)["source"] for record in out[:-1]] == [line.rstrip("\r") for line in lines]
+
+
+@pytest.mark.parametrize("command", ["translate", "evaluate"])
+def test_an_output_that_is_a_folder_is_refused_naming_it(model, tmp_path, command):
+    args = ["a b"] if command == "translate" else []
+    completed = nmt(command, "--model-dir", model, "--output", tmp_path, *args, before_tensorflow=True)
+    assert_one_line_error(completed, f"--output {tmp_path} is a folder")
+
+
+def test_a_closed_stdout_is_one_line(model):
+    """`nmt translate ... >&-`: nothing can be printed, and the user is told so."""
+    script = f"{sys.executable} -m nmt_cli translate --model-dir {model} 'a b' >&-"
+    completed = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=120)
+    assert completed.returncode == 2
+    lines = [line for line in completed.stderr.splitlines() if line.strip()]
+    assert lines == ["error: standard output is closed: redirect it (> FILE), or give --output FILE"]

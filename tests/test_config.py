@@ -233,3 +233,33 @@ def test_load_config_on_a_directory_is_a_user_error(tmp_path):
 def test_out_of_range_training_options_are_refused(field, value):
     with pytest.raises(UserError, match=field):
         TrainingConfig(**{field: value}).validate()
+
+
+@pytest.mark.parametrize(
+    ("section", "name", "value", "says"),
+    [
+        ("model", "units", "sixty-four", "units must be a whole number, not 'sixty-four'"),
+        ("training", "epochs", -3, "epochs must be at least 1"),
+        ("model", "arch", "gru", "unknown arch 'gru'"),
+    ],
+)
+def test_a_config_json_value_no_option_accepts_is_reported_as_damage(tmp_path, section, name, value, says):
+    raw = json.loads(RunConfig().to_json())
+    raw[section][name] = value
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(raw))
+    with pytest.raises(UserError) as error:
+        load_config(path)
+    assert str(error.value).startswith(f"{path} is damaged: {says}") and "--" not in str(error.value).split(":")[1]
+
+
+def test_absurd_epoch_counts_are_refused_in_one_line(tmp_path):
+    from conftest import assert_one_line_error, nmt
+
+    for flag in ("--epochs", "--save-every"):
+        completed = nmt("train", "--model-dir", tmp_path / "m", flag, "100000000000000000000", before_tensorflow=True)
+        assert_one_line_error(completed, f"{flag} must be at most 1000000")
+    options = tmp_path / "options.toml"
+    options.write_text("epochs = 1e20\n")
+    completed = nmt("train", "--model-dir", tmp_path / "m", "--config", options, before_tensorflow=True)
+    assert_one_line_error(completed, "--epochs must be a whole number")

@@ -59,15 +59,18 @@ def test_a_damaged_latest_checkpoint_is_skipped_with_a_warning(tmp_path, data_co
     train(model_dir, data_copy, epochs=2)
     latest = Workspace(model_dir).checkpoint(2)
     latest.write_bytes(latest.read_bytes()[:1000])  # truncated, as by a full disk
+    # The newest checkpoint that loads: epoch 2's best.keras where epoch 2 was the best, else epoch 1.
+    newest_good = 2 if Workspace(model_dir).best_epoch() == 2 else 1
     reporter = RecordingReporter()
     train(model_dir, None, epochs=3, reporter=reporter)
     (warning,) = reporter.warnings
     assert warning.startswith(f"skipped {latest}") and "damaged" in warning
-    assert any("resuming from the end of epoch 1" in note for note in reporter.notes)
+    assert warning.endswith("the file is renamed epoch-002.keras.unloadable")
+    assert any(f"resuming from the end of epoch {newest_good}" in note for note in reporter.notes)
     assert [int(row["epoch"]) for row in read_history(Workspace(model_dir).history)] == [1, 2, 3]
-    # The damaged file was set aside, and written again by the epoch that replaced it.
+    # The damaged file was set aside, as the warning says.
     assert latest.with_name(latest.name + ".unloadable").stat().st_size == 1000
-    translated = nmt("translate", "--model-dir", model_dir, "--checkpoint", "epoch-2", "a b")
+    translated = nmt("translate", "--model-dir", model_dir, "--checkpoint", "last", "a b")
     assert translated.returncode == 0, translated.stderr
 
 
@@ -178,3 +181,18 @@ def test_a_checkpoint_carrying_a_lambda_layer_is_refused(tmp_path, data_copy):
     reporter = RecordingReporter()
     train(model_dir, None, epochs=3, reporter=reporter)
     assert reporter.warnings[0].startswith(f"skipped {Workspace(model_dir).checkpoint(2)}")
+
+
+def test_a_foreign_checkpoint_beyond_the_history_is_no_claim_of_progress(tmp_path, data_copy):
+    """A foreign epoch-004.keras beside history rows 1-3: `--epochs 4` trains epoch 4, saying it
+    skipped that file, rather than answering that 4 epochs are done."""
+    model_dir, other_dir = tmp_path / "model", tmp_path / "other"
+    train(model_dir, data_copy, epochs=3)
+    train(other_dir, data_copy, epochs=1, units=24)
+    stranger = Workspace(model_dir).checkpoint(4)
+    shutil.copyfile(Workspace(other_dir).checkpoint(1), stranger)
+    reporter = RecordingReporter()
+    train(model_dir, None, epochs=4, reporter=reporter)
+    assert reporter.warnings[0].startswith(f"skipped {stranger}")
+    assert reporter.warnings[0].endswith("the file is renamed epoch-004.keras.unloadable")
+    assert [int(row["epoch"]) for row in read_history(Workspace(model_dir).history)] == [1, 2, 3, 4]

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import assert_one_line_error, nmt
 from nmt_cli.checkpoints import resume_points
 from nmt_cli.distribute import Task, free_local_ports, this_task
 from nmt_cli.errors import UserError
@@ -79,9 +80,63 @@ def test_the_chief_is_the_worker_a_cluster_names_so(monkeypatch):
     with pytest.raises(UserError, match="TF_CONFIG"):
         this_task("multi-worker")
     monkeypatch.delenv("TF_CONFIG")
-    monkeypatch.setenv("SLURM_PROCID", "0")
-    monkeypatch.setenv("SLURM_NTASKS", "4")
+    for name, value in SLURM_STEP.items():
+        monkeypatch.setenv(name, value)
     assert this_task("multi-worker") == Task("worker", 0, 4, has_chief=False) and this_task("multi-worker").is_chief
+
+
+SLURM_STEP = {  # what srun sets for a step of 4 tasks on 2 nodes, as SlurmClusterResolver reads it
+    "SLURM_PROCID": "0",
+    "SLURM_STEP_NUM_TASKS": "4",
+    "SLURM_STEP_NODELIST": "node[1-2]",
+    "SLURM_STEP_TASKS_PER_NODE": "2(x2)",
+}
+
+
+@pytest.mark.parametrize(
+    ("tf_config", "fragment"),
+    [
+        ({"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 5}}, "task index 5"),
+        ({"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": -1}}, "task index -1"),
+        ({"cluster": {"worker": ["a:1"], "ps": ["c:3"]}, "task": {"type": "worker", "index": 0}}, '"ps"'),
+        ({"cluster": {"worker": ["a:1"]}, "task": {"type": "ps", "index": 0}}, '"task" must name'),
+        ({"cluster": {"worker": ["a-host"]}, "task": {"type": "worker", "index": 0}}, "host:port"),
+        ({"cluster": {"worker": "a:1"}, "task": {"type": "worker", "index": 0}}, "host:port"),
+        ({"cluster": {}, "task": {"type": "worker", "index": 0}}, 'no "chief" and no "worker"'),
+        ({"cluster": {"chief": ["a:1", "b:2"]}, "task": {"type": "chief", "index": 0}}, 'one "chief" at most'),
+        ({"task": {"type": "worker", "index": 0}}, '"cluster" object'),
+        (["a:1"], '"cluster" object'),
+    ],
+)
+def test_a_wrong_cluster_description_is_one_line_before_tensorflow_loads(tmp_path, tf_config, fragment):
+    completed = nmt(
+        "train", "--distribute", "multi-worker", "--model-dir", tmp_path / "model",
+        env={"TF_CONFIG": json.dumps(tf_config)}, before_tensorflow=True,
+    )  # fmt: skip
+    assert_one_line_error(completed, "TF_CONFIG", fragment)
+
+
+@pytest.mark.parametrize(
+    ("changes", "fragment"),
+    [
+        ({"SLURM_PROCID": "abc"}, "SLURM_PROCID='abc'"),
+        ({"SLURM_PROCID": "4"}, "SLURM_PROCID=4 is not one of"),
+        ({"SLURM_STEP_NUM_TASKS": None}, "SLURM_STEP_NUM_TASKS is not set"),
+        ({"SLURM_STEP_NODELIST": None}, "SLURM_STEP_NODELIST is not set"),
+        ({"SLURM_STEP_TASKS_PER_NODE": ""}, "SLURM_STEP_TASKS_PER_NODE is not set"),
+    ],
+)
+def test_a_wrong_or_partial_slurm_environment_is_one_line(tmp_path, changes, fragment):
+    env = {
+        **{name: None for name in os.environ if name.startswith("SLURM_")},
+        "TF_CONFIG": None,
+        **SLURM_STEP,
+        **changes,
+    }
+    completed = nmt(
+        "train", "--distribute", "multi-worker", "--model-dir", tmp_path / "model", env=env, before_tensorflow=True
+    )
+    assert_one_line_error(completed, fragment)
 
 
 def test_two_workers_train_one_model_that_only_the_chief_writes(tmp_path, reversal_data, cluster):

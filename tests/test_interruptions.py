@@ -164,3 +164,59 @@ def test_a_directory_with_a_config_is_never_silently_re_initialised(tmp_path, re
     returncode, _, err = finish(runs("--model-dir", model_dir, "--units", "32", "--epochs", "1"))
     assert returncode == 2 and "holds a model with units=16, not 32" in err, err
     assert json.loads(workspace.config.read_text()) == config
+
+
+def test_a_kill_in_epoch_3_keeps_the_best_model_and_resumes_from_it(tmp_path, reversal_data, runs):
+    """SIGKILL (the OOM killer, a power cut) in epoch 3 of a run that saves an epoch checkpoint
+    every 5: the best model of epoch 2 and the history are kept, translation works throughout,
+    and the same command resumes from the end of epoch 2 (a resume point is saved at every
+    epoch's end, best.keras being one)."""
+    from nmt_cli.checkpoints import complete_best_position
+
+    model_dir = tmp_path / "model"
+    command = ["--data-dir", reversal_data, "--model-dir", model_dir, *TINY, "--epochs", "4", "--save-every", "5"]
+    process = runs(*command)
+    workspace = Workspace(model_dir)
+    wait_for(lambda: len(history_epochs(model_dir)) == 2 if workspace.history.exists() else False, what="epoch 2")
+    process.kill()
+    finish(process)
+    assert workspace.saved_epochs() == []  # no epoch checkpoint yet: --save-every 5
+    best = complete_best_position(workspace)
+    assert best is not None and best <= Position(2)
+    assert resume_points(workspace)[0][0] == Position(2)  # best.keras or resume.keras, whichever epoch 2 saved
+    kept = workspace.best.read_bytes()
+    translated = subprocess.run(
+        [sys.executable, "-m", "nmt_cli", "translate", "--model-dir", str(model_dir), "a b c"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert translated.returncode == 0 and translated.stdout.count("\n") == 1, translated.stderr  # 2 epochs: maybe empty
+    returncode, _, err = finish(runs(*command))
+    assert returncode == 0, err
+    assert "resuming from the end of epoch 2" in err
+    assert history_epochs(model_dir) == [1, 2, 3, 4]
+    assert workspace.best.exists() and (complete_best_position(workspace) > best or workspace.best.read_bytes() == kept)
+
+
+def test_a_resumed_epoch_has_the_row_of_an_uninterrupted_one(tmp_path, reversal_data, runs):
+    """SIGTERM inside epoch 2, then the same command: epoch 2's loss and accuracy count the
+    batches before the stop too (the resume point carries them), so the history is the one an
+    uninterrupted run with the same seed writes. No dropout, so nothing random differs; what may
+    is float summation order."""
+    common = ["--data-dir", reversal_data, *TINY, "--dropout", "0", "--epochs", "2", "--save-every", "5"]
+    whole, resumed = tmp_path / "whole", tmp_path / "resumed"
+    returncode, _, err = finish(runs(*common, "--model-dir", whole))
+    assert returncode == 0, err
+    process = runs(*common, "--model-dir", resumed)
+    wait_for(lambda: Workspace(resumed).history.exists(), what="the end of epoch 1")
+    time.sleep(0.5)  # some batches into epoch 2
+    process.send_signal(signal.SIGTERM)
+    returncode, _, err = finish(process)
+    assert returncode == 143, err
+    (position, _), *_ = resume_points(Workspace(resumed))
+    assert position.epochs == 1 and position.batches > 0, position
+    returncode, _, err = finish(runs(*common, "--model-dir", resumed))
+    assert returncode == 0, err
+    expected, found = (read_history(Workspace(d).history) for d in (whole, resumed))
+    assert [row["epoch"] for row in found] == [1, 2]
+    for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
+        assert [row[key] for row in found] == pytest.approx([row[key] for row in expected], rel=1e-4), key

@@ -119,3 +119,15 @@ def test_damaged_history_is_a_user_error(workspace):
     workspace.history.write_text("epoch,loss\n1,not-a-number\n")
     with pytest.raises(UserError, match="damaged"):
         read_history(workspace.history)
+
+
+def test_a_lock_file_that_is_a_link_is_never_written_through(tmp_path):
+    """train.lock is the tool's own file: a link there (to a user's file) is replaced, not followed."""
+    precious = tmp_path / "precious.txt"
+    precious.write_text("the user's words\n")
+    workspace = Workspace(tmp_path / "model")
+    workspace.root.mkdir()
+    workspace.lock_file.symlink_to(precious)
+    with workspace.lock():
+        assert not workspace.lock_file.is_symlink() and "nmt train" in workspace.lock_file.read_text()
+    assert precious.read_text() == "the user's words\n"

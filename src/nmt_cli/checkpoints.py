@@ -10,8 +10,10 @@ of every epoch, in this order:
    then (for a Transformer) its CTranslate2 export `ctranslate2/`, stamped with best.keras' digest;
 3. every `save_every` epochs, and after the run's last: `checkpoints/epoch-N.keras`.
 
-A run that stops inside an epoch (its time budget is spent, or it is interrupted) saves
-`checkpoints/resume.keras`, then `resume.json` with its position. A checkpoint file is written
+At the end of an epoch that saves neither `epoch-N.keras` nor `best.keras`, and when a run
+stops inside an epoch (its time budget is spent, or it is interrupted), it saves
+`checkpoints/resume.keras`, then `resume.json` with its position: there is one resume point at
+most, the newest, and a kill never costs more than the epoch under way. A checkpoint file is written
 before the stamp or name that makes it count, so whatever a killed run leaves, the newest
 complete checkpoint is where the next run resumes (`resume_points`), and what a killed run
 wrote after it (history rows, a best model from later) is dropped (`forget_after`). Every file
@@ -63,8 +65,15 @@ def _read_json(path: Path) -> dict | None:
 
 
 def resume_points(workspace: Workspace) -> list[tuple[Position, Path]]:
-    """Every saved position with its checkpoint file, the newest first."""
+    """Every saved position with its checkpoint file, the newest first.
+
+    A complete best.keras is one of them: it holds the optimizer state as every checkpoint does,
+    and it is the most valuable file here, so a resume never starts from before it while it loads.
+    """
     points = [(Position(epoch), workspace.checkpoint(epoch)) for epoch in workspace.saved_epochs()]
+    best = complete_best_position(workspace)
+    if best is not None and workspace.best.is_file():
+        points.append((best, workspace.best))
     stamp = _read_json(workspace.resume_stamp)
     if stamp is not None and workspace.resume_checkpoint.is_file():
         try:
@@ -74,6 +83,15 @@ def resume_points(workspace: Workspace) -> list[tuple[Position, Path]]:
     return sorted(points, reverse=True)
 
 
+def epoch_so_far(workspace: Workspace, position: Position) -> dict | None:
+    """What the resume point at `position` (inside an epoch) carries of that epoch's figures."""
+    stamp = _read_json(workspace.resume_stamp) or {}
+    if Position(stamp.get("epochs", -1), stamp.get("batches", -1)) != position:
+        return None
+    carried = stamp.get("epoch_so_far")
+    return carried if isinstance(carried, dict) else None
+
+
 def best_position(workspace: Workspace) -> Position | None:
     """Where the weights of best.keras were saved (stamps from before positions: an epoch's end)."""
     stamp = _read_json(workspace.best_stamp)
@@ -81,6 +99,26 @@ def best_position(workspace: Workspace) -> Position | None:
         return Position(**stamp["position"]) if "position" in stamp else Position(int(stamp["epoch"]))
     except (KeyError, TypeError, ValueError):
         return None
+
+
+def complete_best_position(workspace: Workspace) -> Position | None:
+    """Where best.keras was saved, if its stamp says the save completed (it lists the digests of
+    the files saved together); None for a save cut short, or a stamp from before digests."""
+    stamp = _read_json(workspace.best_stamp)
+    if stamp is None or stamp.get("saving") or "sha256" not in stamp:
+        return None
+    return best_position(workspace)
+
+
+def set_aside(workspace: Workspace, checkpoint: Path) -> Path:
+    """Rename a checkpoint that does not load to `*.unloadable` (kept, out of the way), with the
+    stamp that made it count."""
+    aside = checkpoint.with_name(checkpoint.name + ".unloadable")
+    checkpoint.replace(aside)
+    stamp = {workspace.best: workspace.best_stamp, workspace.resume_checkpoint: workspace.resume_stamp}.get(checkpoint)
+    if stamp is not None:
+        stamp.unlink(missing_ok=True)
+    return aside
 
 
 def forget_after(workspace: Workspace, position: Position) -> None:
@@ -133,8 +171,11 @@ class CheckpointPolicy:
     def improves(self, row: dict[str, float]) -> bool:
         return figure_of(row, self.best_by) > self.best
 
-    def epoch_end(self, row: dict[str, float], position: Position, last: bool) -> None:
-        """Record an epoch (or, at a position inside an epoch, the part of it that ran)."""
+    def epoch_end(
+        self, row: dict[str, float], position: Position, last: bool, epoch_so_far: dict | None = None
+    ) -> None:
+        """Record an epoch (or, at a position inside an epoch, the part of it that ran, whose
+        figures so far `epoch_so_far` holds for the resumed run)."""
         self.history.append(row)
         improves = self.improves(row)
         self.best, self.epochs_since_best = (
@@ -146,9 +187,14 @@ class CheckpointPolicy:
         if improves:
             self._save_best(row, position)
         if position.batches:
-            self.save_resume_point(position)
+            self.save_resume_point(position, epoch_so_far)
         elif position.epochs % self.save_every == 0 or last:
             self.save_epoch(position)
+        elif improves:
+            self._drop_resume_point()  # best.keras, saved here, is the newest resume point now
+        else:
+            # Every epoch end is a resume point, so that a kill costs at most the epoch under way.
+            self.save_resume_point(position)
 
     def _save_best(self, row: dict[str, float], position: Position) -> None:
         # The stamp says "saving" first and names the epoch last, with the three files' digests: a
@@ -184,14 +230,19 @@ class CheckpointPolicy:
             return
         if not path.exists():
             files.save_model(self.models.training, path)
+        self._drop_resume_point()
+
+    def _drop_resume_point(self) -> None:
         self.workspace.resume_stamp.unlink(missing_ok=True)
         self.workspace.resume_checkpoint.unlink(missing_ok=True)
 
-    def save_resume_point(self, position: Position) -> Path:
-        """A checkpoint inside an epoch: the model (weights and optimizer state), then its stamp."""
+    def save_resume_point(self, position: Position, epoch_so_far: dict | None = None) -> Path:
+        """A checkpoint inside an epoch: the model (weights and optimizer state), then its stamp,
+        which carries `epoch_so_far` (what the epoch's figures add up to by then, for its row)."""
         if not self.writes:
             return self.workspace.resume_checkpoint
         self.workspace.resume_stamp.unlink(missing_ok=True)
         files.save_model(self.models.training, self.workspace.resume_checkpoint)
-        files.write_text(self.workspace.resume_stamp, json.dumps(position.to_json()) + "\n")
+        stamp = {**position.to_json(), **({"epoch_so_far": epoch_so_far} if epoch_so_far else {})}
+        files.write_text(self.workspace.resume_stamp, json.dumps(stamp) + "\n")
         return self.workspace.resume_checkpoint

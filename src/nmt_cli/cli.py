@@ -8,6 +8,7 @@ imports TensorFlow only after, so `nmt --help` and a user's mistakes are answere
 from __future__ import annotations
 
 import inspect
+import io
 import os
 import signal
 import sys
@@ -357,11 +358,13 @@ def translate(texts: list[str] | None = None, **values: Any) -> None:
         raise UserError("- (read stdin) cannot be mixed with sentences given as arguments")
     if options.input is not None and options.output is not None and options.input.resolve() == options.output.resolve():
         raise UserError("--output must not be the --input file: it would be overwritten while being read")
+    if options.output is None and isinstance(sys.stdout, _ClosedStdout):
+        raise UserError(_STDOUT_CLOSED)
     model = TrainedModel.open(options.model_dir, options.checkpoint, options.engine)
 
     from nmt_cli import console, files
     from nmt_cli.engines import open_engine
-    from nmt_cli.translation import Translator
+    from nmt_cli.translation import MAX_PARTS, Translator
 
     # The Keras engine loads TensorFlow here; the CTranslate2 engine never does.
     translator = Translator(model, open_engine(model, options.threads, warn=console.tell))
@@ -369,6 +372,11 @@ def translate(texts: list[str] | None = None, **values: Any) -> None:
     def warn_long(line: str, pieces: int, trained: int, parts: int) -> None:
         excerpt = line if len(line) <= 40 else line[:37] + "..."
         how = "whole, but quality may suffer" if parts == 1 else f"in {parts} parts split at sentence ends"
+        if parts > MAX_PARTS:
+            how = (
+                f"in parts split at sentence ends, the first {MAX_PARTS} of its {parts} parts only "
+                f"(at most {MAX_PARTS} a line): split such text into lines"
+            )
         console.tell(
             f"warning: {excerpt!r} has {pieces} pieces, more than any training sentence ({trained}); translated {how}"
         )
@@ -425,8 +433,24 @@ def _utf8_lines(stream, name: str):
         yield text.rstrip("\r\n")
 
 
+_STDOUT_CLOSED = "standard output is closed: redirect it (> FILE), or give --output FILE"
+
+
+class _ClosedStdout(io.TextIOBase):
+    """Standard output when the process started without one (`nmt ... >&-`): writing to it is a
+    user's mistake, answered in one line."""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        raise UserError(_STDOUT_CLOSED)
+
+
 def main() -> None:
     code: int | str | None = 0
+    if sys.stdout is None:  # Python's stand-in for a closed file descriptor 1
+        sys.stdout = _ClosedStdout()
     try:
         app()
     except SystemExit as done:

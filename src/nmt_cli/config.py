@@ -14,6 +14,7 @@ import json
 import math
 import os
 import tomllib
+from collections.abc import Callable
 from dataclasses import Field, asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, get_type_hints
@@ -69,13 +70,14 @@ def cli_name(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def check(options: Any) -> None:
-    """The per-value checks of every option of a dataclass instance: type, choices, range, finite."""
+def check(options: Any, spell: Callable[[str], str] = cli_name) -> None:
+    """The per-value checks of every option of a dataclass instance: type, choices, range, finite.
+    Messages name an option as `spell` spells it (default: as a flag)."""
     hints = get_type_hints(type(options))
     for item in fields(options):
         if "rules" not in item.metadata:
             continue
-        rules, value, name = rules_of(item), getattr(options, item.name), cli_name(item.name)
+        rules, value, name = rules_of(item), getattr(options, item.name), spell(item.name)
         expected = hints[item.name]
         if value is None and _optional(expected):
             continue
@@ -183,12 +185,17 @@ class ModelConfig:
 
 
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
+# More epochs than any corpus needs: a million steps of the smallest (one batch) corpus. Larger
+# counts are typing mistakes.
+MAX_EPOCHS = 1_000_000
 
 
 @dataclass
 class TrainingConfig:
-    epochs: int = option(20, "Total epochs, counting those already done.", minimum=1)
-    save_every: int = option(5, "Save a checkpoint every N epochs; the last is always saved.", minimum=1)
+    epochs: int = option(20, "Total epochs, counting those already done.", minimum=1, maximum=MAX_EPOCHS)
+    save_every: int = option(
+        5, "Save a checkpoint every N epochs; the last is always saved.", minimum=1, maximum=MAX_EPOCHS
+    )
     time_budget: float = option(
         0.0,
         "Stop after this many minutes of wall clock, validation included, with a resumable checkpoint; "
@@ -320,11 +327,16 @@ def _path_from(model_dir: Path, data_dir: Path) -> str:
 
 def load_config(path: Path) -> RunConfig:
     try:
-        return RunConfig.from_json(Path(path).read_text(encoding="utf-8"))
+        config = RunConfig.from_json(Path(path).read_text(encoding="utf-8"))
+        check(config.model, spell=str)  # as the file spells it
+        check(config.training, spell=str)
     except FileNotFoundError:
         raise UserError(f"{path} not found: is this a model directory made by `nmt train`?") from None
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise UserError(f"cannot read {path}: {error}") from None
+    except UserError as error:  # a value no option accepts: the file was changed by hand, or damaged
+        raise UserError(f"{path} is damaged: {error}; restore it, or retrain") from None
+    return config
 
 
 # ------------------------------------------------------------------------------------------------
@@ -382,6 +394,12 @@ def split_options(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, An
 # ------------------------------------------------------------------------------------------------
 
 
+def check_output_file(path: Path | None) -> None:
+    """`--output` names a file to write (or a device or pipe), never a folder."""
+    if path is not None and Path(path).is_dir():
+        raise UserError(f"--output {path} is a folder: name a file to write, such as {Path(path) / 'out.txt'}")
+
+
 def _model_dir(help: str = "The trained model directory.") -> Any:
     return option(DEFAULT_MODEL_DIR, help)
 
@@ -408,7 +426,12 @@ def _engine() -> Any:
 
 
 def _threads() -> Any:
-    return option(0, "CPU threads to translate with.", minimum=0, default_text="the engine's own choice")
+    return option(
+        0,
+        "CPU threads to translate with (CTranslate2 translates that many batches side by side).",
+        minimum=0,
+        default_text="every core this process may use",
+    )
 
 
 @dataclass
@@ -471,6 +494,7 @@ class TranslateOptions:
         check(self)
         if self.n_best > self.beam_size:
             raise UserError(f"--n-best {self.n_best} needs --beam-size {self.n_best} or more")
+        check_output_file(self.output)
 
 
 @dataclass
@@ -495,6 +519,7 @@ class EvaluateOptions:
         check(self)
         if (self.hypotheses is None) != (self.references is None):
             raise UserError("--hypotheses and --references go together")
+        check_output_file(self.output)
         if self.all_checkpoints and self.output is not None:
             raise UserError(
                 "--output names one hypotheses file; --all-checkpoints writes one per checkpoint into MODEL_DIR/eval"

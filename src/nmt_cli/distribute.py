@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from nmt_cli.errors import UserError
 
 STRATEGIES = ("auto", "none", "mirrored", "multi-worker")
+CLUSTER_TASKS = ("chief", "worker")  # what TF_CONFIG may list: MultiWorkerMirroredStrategy has no parameter servers
 
 
 @dataclass(frozen=True)
@@ -37,23 +38,75 @@ class Task:
 
 
 def this_task(strategy: str) -> Task:
-    """This process' task: from TF_CONFIG, or Slurm's variables, for multi-worker; else the chief."""
+    """This process' task: from TF_CONFIG, or Slurm's variables, for multi-worker; else the chief.
+
+    A description TensorFlow could not use is refused here, in one line naming the variable and
+    what is wrong with it, before TensorFlow loads.
+    """
     if strategy != "multi-worker":
         return Task()
     raw = os.environ.get("TF_CONFIG")
     if raw:
-        try:
-            config = json.loads(raw)
-            cluster, task = config["cluster"], config["task"]
-            kind, index = task["type"], int(task["index"])
-            workers = sum(len(cluster.get(name, [])) for name in ("chief", "worker"))
-        except (ValueError, KeyError, TypeError) as error:
-            raise UserError(f"TF_CONFIG is not a cluster description TensorFlow can use: {error}") from None
-        return Task(kind, index, workers, has_chief=bool(cluster.get("chief")))
+        return _tf_config_task(raw)
     if "SLURM_PROCID" in os.environ:
-        workers = int(os.environ.get("SLURM_NTASKS", "1"))
-        return Task("worker", int(os.environ["SLURM_PROCID"]), workers, has_chief=False)
+        # What TensorFlow's SlurmClusterResolver reads: a job step's variables, set by srun.
+        index, workers = _slurm_number("SLURM_PROCID", minimum=0), _slurm_number("SLURM_STEP_NUM_TASKS", minimum=1)
+        if index >= workers:
+            raise UserError(f"SLURM_PROCID={index} is not one of the step's SLURM_STEP_NUM_TASKS={workers} tasks")
+        for name in ("SLURM_STEP_NODELIST", "SLURM_STEP_TASKS_PER_NODE"):
+            _slurm_value(name)
+        return Task("worker", index, workers, has_chief=False)
     raise UserError("--distribute multi-worker needs TF_CONFIG (or a Slurm job) to say where the workers are")
+
+
+def _tf_config_task(raw: str) -> Task:
+    def wrong(what: str) -> UserError:
+        return UserError(f"TF_CONFIG is not a cluster description TensorFlow can use: {what}")
+
+    try:
+        config = json.loads(raw)
+    except ValueError as error:
+        raise wrong(f"not JSON ({error})") from None
+    if not isinstance(config, dict) or not isinstance(config.get("cluster"), dict):
+        raise wrong('it needs a "cluster" object listing the workers\' host:port addresses')
+    cluster, task = config["cluster"], config.get("task")
+    for kind, addresses in cluster.items():
+        if kind not in CLUSTER_TASKS:
+            raise wrong(f'cluster task type "{kind}" is not one of {", ".join(CLUSTER_TASKS)}')
+        if not isinstance(addresses, list) or not all(isinstance(a, str) and _is_host_port(a) for a in addresses):
+            raise wrong(f'cluster "{kind}" must be a list of "host:port" addresses, not {json.dumps(addresses)}')
+    sizes = {kind: len(cluster.get(kind, [])) for kind in CLUSTER_TASKS}
+    if sizes["chief"] + sizes["worker"] == 0:
+        raise wrong('its cluster lists no "chief" and no "worker"')
+    if sizes["chief"] > 1:
+        raise wrong(f'a cluster has one "chief" at most, not {sizes["chief"]}')
+    if not isinstance(task, dict) or task.get("type") not in CLUSTER_TASKS:
+        raise wrong(
+            f'"task" must name this process: {{"type": "worker" or "chief", "index": N}}, not {json.dumps(task)}'
+        )
+    kind, index = task["type"], task.get("index", 0)
+    if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < sizes[kind]:
+        raise wrong(f'task index {json.dumps(index)} is not one of the cluster\'s {sizes[kind]} "{kind}" tasks')
+    return Task(kind, index, sizes["chief"] + sizes["worker"], has_chief=bool(sizes["chief"]))
+
+
+def _is_host_port(address: str) -> bool:
+    host, _, port = address.rpartition(":")
+    return bool(host) and port.isdigit() and 0 < int(port) < 65536
+
+
+def _slurm_value(name: str) -> str:
+    value = os.environ.get(name, "").strip()
+    if not value:
+        raise UserError(f"{name} is not set: run nmt train --distribute multi-worker under srun, or set TF_CONFIG")
+    return value
+
+
+def _slurm_number(name: str, minimum: int) -> int:
+    value = _slurm_value(name)
+    if not value.isdigit() or int(value) < minimum:
+        raise UserError(f"{name}={value!r} is not a whole number of at least {minimum}: is this a Slurm job?")
+    return int(value)
 
 
 def free_local_ports(count: int) -> list[int]:

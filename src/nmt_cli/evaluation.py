@@ -89,9 +89,10 @@ def default_split(data: DataDir) -> str:
 
 
 def check_tokenizers_match(translator: Translator, data: DataDir) -> None:
-    for lang in (translator.source_lang, translator.target_lang):
+    mine = {translator.source_lang: translator.source_tokenizer, translator.target_lang: translator.target_tokenizer}
+    for lang, tokenizer in mine.items():
         theirs = data.tokenizer(lang)
-        if not theirs.exists() or theirs.read_bytes() != translator.workspace.tokenizer(lang).read_bytes():
+        if not theirs.exists() or theirs.read_bytes() != tokenizer.model_proto:
             raise UserError(
                 f"the tokenizers of {data.root} are not the ones {translator.workspace.root} was trained with"
             )

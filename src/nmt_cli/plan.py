@@ -15,7 +15,7 @@ from nmt_cli.checkpoints import Position, resume_points
 from nmt_cli.config import DEFAULT_DATA_DIR, DEFAULT_MODEL_DIR, ModelConfig, RunConfig, TrainingConfig, load_config
 from nmt_cli.datadir import DataDir
 from nmt_cli.errors import UserError
-from nmt_cli.workspace import Workspace
+from nmt_cli.workspace import Workspace, read_history
 
 
 @dataclass
@@ -68,7 +68,10 @@ def _resumed_config(request: TrainRequest, workspace: Workspace, start: Position
         )
     config = replace(saved, training=replace(saved.training, **request.training), tool_version=__version__)
     config.training.validate()
-    if config.training.epochs <= start.epochs:
+    # Only when the history says training got there: a newest checkpoint that may not load (a
+    # foreign or damaged file) does not make a claim; training then finds where it really is.
+    trained = {int(row["epoch"]) for row in read_history(workspace.history)}
+    if config.training.epochs <= start.epochs and start.epochs in trained:
         raise UserError(
             f"{workspace.root} is already trained for {start.epochs} epochs; ask for more with --epochs (the total)"
         )
@@ -76,6 +79,7 @@ def _resumed_config(request: TrainRequest, workspace: Workspace, start: Position
 
 
 def _fresh_config(request: TrainRequest, workspace: Workspace) -> tuple[RunConfig, DataDir]:
+    TrainingConfig(**request.training).validate()  # a wrong value is the first thing to hear of
     data = DataDir(request.data_dir or DEFAULT_DATA_DIR)
     manifest = data.manifest()
     model = ModelConfig(

@@ -22,10 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from nmt_cli import files
-from nmt_cli.checkpoints import CheckpointPolicy, Position, forget_after
+from nmt_cli.checkpoints import CheckpointPolicy, Position, epoch_so_far, forget_after, set_aside
 from nmt_cli.config import RunConfig, TrainingConfig
 from nmt_cli.dataset import ParallelBatches
 from nmt_cli.distribute import auto_precision, make_strategy, this_task
@@ -172,9 +173,13 @@ def train(
         # Loss scaling decides from each worker's own gradients whether to skip a step; workers
         # that disagree would stop taking part in the same all-reduces.
         raise UserError("--precision mixed_float16 cannot train across workers: use mixed_bfloat16 or float32")
+    if precision == "mixed_float16" and not tf.config.list_physical_devices("GPU"):
+        # A CPU has no float16 arithmetic: each operation converts to float32 and back, steps crawl,
+        # and a stop signal, which takes effect between steps, waits as long.
+        raise UserError("--precision mixed_float16 needs a GPU; on a CPU use mixed_bfloat16 or float32")
     keras.mixed_precision.set_dtype_policy(precision)
     with strategy.scope():
-        position, models = _load_newest(plan, reporter)
+        position, models = _load_newest(plan, reporter, writes=chief)
         # XLA and op determinism exclude each other in Keras: --jit trades reproducibility for speed.
         set_determinism(training.seed + position.epochs, deterministic_ops=not training.jit_compile)
         optimizer = make_optimizer(training, precision)
@@ -229,6 +234,9 @@ def train(
         reporter,
         decides=chief,
         consensus=_consensus(strategy) if across_workers else None,
+        # Keras' metrics hold an epoch's figures; the multi-worker loop keeps sums of its own,
+        # and a resumed epoch's row there covers the batches after the resume.
+        carried=epoch_so_far(workspace, position) if position.batches and not across_workers else None,
     )
     with _signals_stop(monitor), _out_of_memory_explained():
         try:
@@ -334,15 +342,16 @@ def _consensus(strategy):
     return agree
 
 
-def _load_newest(plan: TrainPlan, reporter: Reporter) -> tuple[Position, Seq2SeqModels | None]:
-    """The newest resume point whose checkpoint loads; a damaged one is skipped, with a warning."""
+def _load_newest(plan: TrainPlan, reporter: Reporter, writes: bool) -> tuple[Position, Seq2SeqModels | None]:
+    """The newest resume point whose checkpoint loads; one that does not is skipped, with a
+    warning, and (by the process that `writes`) renamed `*.unloadable`."""
     for position, path in plan.resume_points:
         try:
             return position, load_checkpoint(path, plan.config.model)
         except UserError as error:
+            what = f"renamed {set_aside(plan.workspace, path).name}" if writes else "left to the chief"
             reporter.warn(
-                f"skipped {path}: {error}; training goes on from an earlier checkpoint, and the file is "
-                "renamed *.unloadable"
+                f"skipped {path}: {error}; training goes on from an earlier checkpoint, and the file is {what}"
             )
     if plan.resume_points:
         raise UserError(f"no checkpoint in {plan.workspace.checkpoints} loads; start over with --restart")
@@ -424,6 +433,7 @@ class _EpochMonitor(keras.callbacks.Callback):
         reporter: Reporter,
         decides: bool = True,
         consensus=None,
+        carried: dict | None = None,
     ):
         super().__init__()
         self.policy, self.scalars, self.scorer, self.batches = policy, scalars, scorer, batches
@@ -435,6 +445,9 @@ class _EpochMonitor(keras.callbacks.Callback):
         self.signal_received: int | None = None  # set by the signal handler
         self.stop_signal: int | None = None  # the signal training stops for, once agreed
         self.reserve = FIRST_RESERVE_SECONDS
+        self.carried = carried  # the figures of the start position's epoch before it (resume.json)
+        self.to_carry: dict | None = None
+        self.stopped_epoch_so_far: dict | None = None
         self.run = None
 
     def close(self) -> None:
@@ -449,13 +462,18 @@ class _EpochMonitor(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         if self.run is None:  # the first of the run's `fit` calls
-            total = sum(self._batches_in(epoch) for epoch in range(self.start.epochs, self.training.epochs))
+            # An estimate (with --batch-tokens, epochs differ by a few batches): counting every
+            # epoch's plan would take as long as the epoch count is large.
+            total = (self.training.epochs - self.start.epochs) * self.batches.batches_per_epoch - self.start.batches
             self.run = self.run_stack.enter_context(
                 self.reporter.task(f"epochs to {self.training.epochs}", total=total)
             )
 
     def on_epoch_begin(self, epoch, logs=None):
         self.started = self.last_batch_end = time.monotonic()
+        self.to_carry = self.carried if epoch == self.start.epochs else None
+        if self.to_carry:  # a resumed epoch: its row counts the time before the resume too
+            self.started -= float(self.to_carry.get("seconds", 0.0))
         self.epoch, self.done_batches = epoch, 0
         self.skipped = self.start.batches if epoch == self.start.epochs else 0
         self.epoch_batches = self._batches_in(epoch)
@@ -481,8 +499,25 @@ class _EpochMonitor(keras.callbacks.Callback):
             self.stop_signal = self.signal_received or signal.SIGTERM  # a worker's signal stops all
         return agreed
 
+    def _carry_in(self) -> None:
+        """Add what the epoch's figures added up to before a resume to the training metrics (built
+        by the first batch, after `fit` reset them), so the epoch's row covers all its batches."""
+        variables = self.model.metrics_variables
+        saved = self.to_carry.get("metrics", [])
+        if len(saved) == len(variables):
+            for variable, value in zip(variables, saved):
+                variable.assign(variable + np.asarray(value, dtype=variable.dtype))
+        self.to_carry = None
+
+    def epoch_so_far(self) -> dict:
+        """The training metrics' state and the seconds of the epoch so far: a resume point carries them."""
+        metrics = [np.asarray(variable.numpy()).tolist() for variable in self.model.metrics_variables]
+        return {"seconds": time.monotonic() - self.started, "metrics": metrics}
+
     def on_train_batch_end(self, batch, logs=None):
         logs = logs or {}
+        if self.to_carry:
+            self._carry_in()
         self.done_batches += 1
         self.last_batch_end = time.monotonic()
         loss = float(logs.get("loss", 0.0))
@@ -495,10 +530,12 @@ class _EpochMonitor(keras.callbacks.Callback):
             return  # the epoch's end saves what a stop needs
         if agreed == 3:
             self.position = self._here()
-            raise Interrupted(self.stop_signal, self.position, self.policy.save_resume_point(self.position))
+            checkpoint = self.policy.save_resume_point(self.position, self.epoch_so_far())
+            raise Interrupted(self.stop_signal, self.position, checkpoint)
         if agreed == 1:
             self.stopped_by = "time budget"
             self.model.stop_training = True
+            self.stopped_epoch_so_far = self.epoch_so_far()  # before validation takes the metrics over
 
     def _refuse_non_finite(self, what: str, value: float) -> None:
         if not math.isfinite(value):
@@ -537,13 +574,13 @@ class _EpochMonitor(keras.callbacks.Callback):
         elif agreed:
             self.stopped_by = self.stopped_by or ("time budget" if agreed == 1 else f"--patience {patience}")
         last = self.position.epochs == self.training.epochs or self.stopped_by is not None
-        self.policy.epoch_end(row, self.position, last=last)
+        self.policy.epoch_end(row, self.position, last=last, epoch_so_far=self.stopped_epoch_so_far)
         if self.scalars is not None:
             self.scalars.epoch_end(row)
         self.reporter.epoch_end(epoch + 1, {k: v for k, v in row.items() if k != "epoch"})
         if self.stop_signal is not None:  # perhaps received while this epoch's files were written
             if self.position.batches:
-                checkpoint = self.policy.save_resume_point(self.position)
+                checkpoint = self.policy.save_resume_point(self.position, self.stopped_epoch_so_far)
             else:
                 self.policy.save_epoch(self.position)
                 checkpoint = self.policy.workspace.checkpoint(self.position.epochs)

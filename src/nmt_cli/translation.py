@@ -18,6 +18,9 @@ if TYPE_CHECKING:
 
 CHUNK_LINES = 512  # lines read, translated and written at a time: memory stays constant
 LONG_INPUT_FACTOR, LONG_INPUT_FLOOR = 4, 64  # a line is split past max(4 x the longest training sentence, 64) pieces
+# Parts of one line that are translated; the rest is left out (with a warning), so that the work
+# of any line is bounded and one hostile line cannot hold a batch job or a server for long.
+MAX_PARTS = 16
 SENTENCE_END = re.compile(r"(?<=[.!?。！？])\s+|(?<=[。！？])")
 
 
@@ -141,8 +144,9 @@ class Translator:
         """Translations of `lines`, in order, reading and yielding `chunk_lines` (default CHUNK_LINES) at a time.
 
         `on_long_input(line, pieces, longest trained, parts)` hears of every line longer than any
-        training sentence, and in how many parts it is translated. A line translated in parts
-        gets one candidate: the parts' best translations joined, scored by their mean.
+        training sentence, and in how many parts it is split; only the first `MAX_PARTS` are
+        translated. A line translated in parts gets one candidate: the parts' best translations
+        joined, scored by their mean.
         """
         lines = iter(lines)
         while chunk := list(islice(lines, chunk_lines or CHUNK_LINES)):
@@ -153,6 +157,7 @@ class Translator:
                     pieces = sum(len(segment) for segment in segments)
                     if pieces > self.trained_max_length:
                         on_long_input(line, pieces, self.trained_max_length, len(segments))
+            parts = [segments[:MAX_PARTS] for segments in parts]
             # For n-best lists every finished hypothesis is fetched: several can read the same once
             # detokenised (different pieces, same text), and only distinct texts are kept.
             searched = iter(

@@ -78,7 +78,10 @@ class Workspace:
         """
         made = not self.root.exists()
         self.root.mkdir(parents=True, exist_ok=True)
-        stream = open(self.lock_file, "a+", encoding="utf-8")
+        if self.lock_file.is_symlink():
+            self.lock_file.unlink()  # the lock is this tool's own file: never written through a link
+        descriptor = os.open(self.lock_file, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        stream = open(descriptor, "a+", encoding="utf-8")
         try:
             try:
                 fcntl.flock(stream, fcntl.LOCK_EX | fcntl.LOCK_NB)

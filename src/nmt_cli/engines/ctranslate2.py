@@ -6,11 +6,16 @@ the first step (`min_decoding_length=0`), no input truncated, beam search that g
 `beam_size` hypotheses have finished (patience 1), scores divided by length (alpha 1). Its
 length limit applies to a whole call, so sentences are searched in groups of one source length,
 each with the `LengthRule` of that length.
+
+Batches are translated in parallel, one thread each (`--threads` of them, by default one per core
+this process may use): for models this size, batches side by side use a CPU better than threads
+inside one batch, int8 most of all (bench/translate_speed.py measures it; see the README).
 """
 
 from __future__ import annotations
 
 import json
+import os
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
@@ -20,7 +25,7 @@ import ctranslate2
 from nmt_cli.engines import LENGTH_RULE, LengthRule, NBest
 from nmt_cli.errors import UserError
 
-BATCH_SENTENCES = 64  # sentences per call: CTranslate2 batches them itself
+BATCH_SENTENCES = 64  # sentences per batch
 
 
 class CTranslate2Engine:
@@ -31,7 +36,10 @@ class CTranslate2Engine:
         try:
             self.source_pieces = self._vocabulary("source")
             self.target_ids = {piece: i for i, piece in enumerate(self._vocabulary("target"))}
-            self.translator = ctranslate2.Translator(str(export_dir), device="cpu", intra_threads=threads)
+            workers = threads or len(os.sched_getaffinity(0))
+            self.translator = ctranslate2.Translator(
+                str(export_dir), device="cpu", inter_threads=workers, intra_threads=1
+            )
         except (OSError, ValueError, RuntimeError) as error:
             reason = str(error).splitlines()[0] if str(error) else type(error).__name__
             raise UserError(f"the CTranslate2 export in {export_dir} does not load ({reason})") from None
@@ -57,6 +65,8 @@ class CTranslate2Engine:
         for i, ids in enumerate(sources):
             if len(ids):
                 by_length[len(ids)].append(i)
+        # Every batch is queued at once, and the translator's workers take them in parallel.
+        queued = []
         for length in sorted(by_length):
             rows = by_length[length]
             for start in range(0, len(rows), BATCH_SENTENCES):
@@ -71,11 +81,15 @@ class CTranslate2Engine:
                     max_decoding_length=self.length_rule.steps(length) - 1,
                     max_input_length=0,
                     return_scores=True,
+                    asynchronous=True,
                 )
-                for i, result in zip(batch, found):
-                    results[i] = [(self._ids(pieces), score) for pieces, score in zip(result.hypotheses, result.scores)]
-                if on_progress is not None:
-                    on_progress(len(batch))
+                queued.append((batch, found))
+        for batch, found in queued:
+            for i, waiting in zip(batch, found):
+                result = waiting.result()
+                results[i] = [(self._ids(pieces), score) for pieces, score in zip(result.hypotheses, result.scores)]
+            if on_progress is not None:
+                on_progress(len(batch))
         return results
 
     def _ids(self, pieces: list[str]) -> list[int]:
