@@ -27,8 +27,10 @@ def machine() -> str:
     except OSError:
         pass
     notable = " ".join(flag for flag in _NOTABLE_FLAGS if flag in flags) or "none of " + " ".join(_NOTABLE_FLAGS)
-    isa = os.environ.get("ONEDNN_MAX_CPU_ISA")
-    return f"{model}, {os.cpu_count()} cores, {notable}" + (f" (ONEDNN_MAX_CPU_ISA={isa})" if isa else "")
+    # What makes oneDNN (TensorFlow) and CTranslate2 take another instruction set than the best one here.
+    names = ("ONEDNN_MAX_CPU_ISA", "CT2_FORCE_CPU_ISA")
+    forced = [f"{name}={os.environ[name]}" for name in names if name in os.environ]
+    return f"{model}, {os.cpu_count()} cores, {notable}" + (f" ({', '.join(forced)})" if forced else "")
 
 
 def timed(command: list[str], echo: bool = False) -> tuple[float, str]:

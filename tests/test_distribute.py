@@ -225,3 +225,20 @@ def test_mirrored_over_two_logical_cpus_trains_and_resumes(tmp_path, reversal_da
     # tokens, so the mean of their means is near the batch's mean, not equal to it: within 2%,
     # where a loss not divided among the replicas would be twice as large.
     assert epoch_losses(mirrored)[0] == pytest.approx(epoch_losses(alone)[0], rel=0.02)
+
+
+def test_a_onednn_cap_below_bfloat16_makes_auto_precision_float32(monkeypatch):
+    """ONEDNN_MAX_CPU_ISA=AVX2 makes this machine an AVX2 one for oneDNN: bfloat16 matrix
+    multiplication would abort there, so `--precision auto` must not take it."""
+    from nmt_cli.distribute import cpu_has_bfloat16
+
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    assert not cpu_has_bfloat16()
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "avx512_core")
+    assert not cpu_has_bfloat16()
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_AMX")
+    with open("/proc/cpuinfo", encoding="ascii", errors="replace") as cpuinfo:
+        has = any(
+            flag in line.split() for line in cpuinfo if line.startswith("flags") for flag in ("amx_bf16", "avx512_bf16")
+        )
+    assert cpu_has_bfloat16() == has

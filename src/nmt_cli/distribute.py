@@ -150,10 +150,29 @@ def auto_precision(arch: str) -> str:
     if gpus:
         capability = tf.config.experimental.get_device_details(gpus[0]).get("compute_capability", (0, 0))
         return "mixed_bfloat16" if capability >= (8, 0) else "mixed_float16"
-    return "mixed_bfloat16" if arch == "transformer" and _cpu_has_bfloat16() else "float32"
+    return "mixed_bfloat16" if arch == "transformer" and cpu_has_bfloat16() else "float32"
 
 
-def _cpu_has_bfloat16() -> bool:
+# oneDNN's instruction-set caps (ONEDNN_MAX_CPU_ISA) under which it still has bfloat16 matrix
+# multiplication; any other cap leaves TensorFlow's bfloat16 kernels without one.
+_ONEDNN_BFLOAT16_ISAS = {
+    "AVX512_CORE_BF16",
+    "AVX512_CORE_FP16",
+    "AVX10_1_512",
+    "AVX512_CORE_AMX",
+    "AVX10_1_512_AMX",
+    "AVX512_CORE_AMX_FP16",
+    "AVX10_1_512_AMX_FP16",
+    "DEFAULT",
+    "ALL",
+}
+
+
+def cpu_has_bfloat16() -> bool:
+    """Whether this CPU computes in bfloat16 (AMX or AVX512_BF16), and oneDNN may use it."""
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA", "").strip().upper()
+    if cap and cap not in _ONEDNN_BFLOAT16_ISAS:
+        return False
     try:
         with open("/proc/cpuinfo", encoding="ascii", errors="replace") as cpuinfo:
             flags = next((line for line in cpuinfo if line.startswith("flags")), "").split()
