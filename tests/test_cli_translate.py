@@ -310,8 +310,12 @@ def test_evaluate_json(model):
     assert report["split"] == "dev"
     assert report["checkpoint"] == "best"
     assert report["beam_size"] == 5
-    assert report["scores"]["bleu"] > 90
-    assert report["scores"]["chrf"] > 90
+    # The model has learnt the task. Int8 weights cost a model this small (width 32) a few points
+    # more than they cost a full-size one (README), and how many depends on the CPU's rounding.
+    learnt = 90 if report["engine"] == "keras" else 80
+    assert report["engine"] in ("keras", "ctranslate2 int8")
+    assert report["scores"]["bleu"] > learnt
+    assert report["scores"]["chrf"] > learnt
     assert report["scores"]["bleu_signature"].startswith("nrefs:1|")
     assert report["scores"]["chrf_signature"].startswith("nrefs:1|")
     assert report["sentences_per_second"] > 0

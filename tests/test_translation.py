@@ -128,7 +128,9 @@ def test_the_readme_loop_runs_a_two_layer_lstm_to_the_length_limit(trained_model
     rule = LengthRule()
     assert f"max_steps = {rule.ratio:g} * len(source_ids) + {rule.extra}" in snippet
     translator = Translator.open(trained_model("attention"))
-    config = dataclasses.replace(translator.model.config.model, arch="seq2seq", layers=2, units=16, embedding_dim=8)
+    config = dataclasses.replace(
+        translator.model.config.model, arch="seq2seq", attention="luong", layers=2, units=16, embedding_dim=8
+    )
     keras.utils.set_random_seed(3)
     models = build_models(config)
     # An untrained model's scores are nearly tied: spread them, so that float rounding cannot

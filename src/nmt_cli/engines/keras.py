@@ -5,12 +5,10 @@ It serves every architecture and every checkpoint. Loading it loads TensorFlow.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from nmt_cli import backend
-from nmt_cli.engines import NBest
 from nmt_cli.errors import UserError
 
 if TYPE_CHECKING:
@@ -24,7 +22,6 @@ class KerasEngine:
         backend.load_tensorflow(threads)
         from nmt_cli.decoding import Searcher
 
-        self._Searcher = Searcher
         self.model_config = model.config.model
         self.training = None  # the training model, once a checkpoint has been loaded whole
         if model.checkpoint == model.workspace.best and model.workspace.inference_models_of_best():
@@ -41,22 +38,19 @@ class KerasEngine:
     def load_checkpoint(self, checkpoint: Path) -> None:
         """The first checkpoint is loaded whole; later ones only put their weights into the same
         layers, so the compiled search is kept."""
+        from nmt_cli.decoding import Searcher
         from nmt_cli.models import load_checkpoint
 
         if self.training is None:
             models = load_checkpoint(checkpoint, self.model_config, compile=False)
-            self.training, self.searcher = models.training, self._Searcher(models.encoder, models.decoder)
+            self.training, self.searcher = models.training, Searcher(models.encoder, models.decoder)
             return
         try:
             self.training.load_weights(checkpoint)
         except Exception as error:  # noqa: BLE001 - Keras raises many kinds for a damaged or foreign file
             raise UserError(f"cannot load the weights of {checkpoint}: {str(error).splitlines()[0]}") from None
 
-    def search_all(
-        self,
-        sources: list[list[int]],
-        beam_size: int,
-        n_best: int = 1,
-        on_progress: Callable[[int], None] | None = None,
-    ) -> list[NBest]:
-        return self.searcher.search_all(sources, beam_size, n_best, on_progress)
+    @property
+    def search_all(self):
+        """The searcher's own (`decoding.Searcher.search_all`), for the weights loaded last."""
+        return self.searcher.search_all
