@@ -177,13 +177,17 @@ def test_a_kill_in_epoch_3_keeps_the_best_model_and_resumes_from_it(tmp_path, re
     command = ["--data-dir", reversal_data, "--model-dir", model_dir, *TINY, "--epochs", "4", "--save-every", "5"]
     process = runs(*command)
     workspace = Workspace(model_dir)
-    wait_for(lambda: len(history_epochs(model_dir)) == 2 if workspace.history.exists() else False, what="epoch 2")
+
+    def in_epoch_3() -> bool:  # epoch 2's end is saved: its history row, and its resume point
+        points = resume_points(workspace) if workspace.checkpoints.is_dir() else []
+        return bool(points) and points[0][0] == Position(2) and history_epochs(model_dir) == [1, 2]
+
+    wait_for(in_epoch_3, what="epoch 3")
     process.kill()
     finish(process)
     assert workspace.saved_epochs() == []  # no epoch checkpoint yet: --save-every 5
     best = complete_best_position(workspace)
     assert best is not None and best <= Position(2)
-    assert resume_points(workspace)[0][0] == Position(2)  # best.keras or resume.keras, whichever epoch 2 saved
     kept = workspace.best.read_bytes()
     translated = subprocess.run(
         [sys.executable, "-m", "nmt_cli", "translate", "--model-dir", str(model_dir), "a b c"],
