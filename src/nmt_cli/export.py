@@ -219,7 +219,6 @@ def export_checkpoint(
     """`nmt export`: load the checkpoint `--checkpoint name` names and export it."""
     from nmt_cli.models import load_checkpoint
 
-    check_exportable(config.arch)
     checkpoint = workspace.resolve_checkpoint(name)
     epoch = workspace.best_epoch() if checkpoint == workspace.best else workspace.epoch_of(checkpoint)
     training = load_checkpoint(checkpoint, config, compile=False).training
