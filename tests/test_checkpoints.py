@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from nmt_cli.checkpoints import CheckpointPolicy, Position, best_position, forget_after, resume_points
+from nmt_cli.checkpoints import CheckpointPolicy, Position, best_position, finish_saves, forget_after, resume_points
 from nmt_cli.files import sha256 as file_sha256
 from nmt_cli.workspace import Workspace, read_history
 
@@ -185,3 +185,83 @@ def test_a_checkpoint_set_aside_takes_its_stamp_with_it(workspace):
     aside = set_aside(workspace, workspace.resume_checkpoint)
     assert aside.name == "resume.keras.unloadable" and aside.exists() and not workspace.resume_stamp.exists()
     assert resume_points(workspace) == []
+
+
+class Killed(Exception):
+    """Stands for a SIGKILL: the save stops where it is."""
+
+
+class DiesWhileSaving(StandIn):
+    def save(self, path):
+        path.write_text("half")
+        raise Killed
+
+
+def best_set(workspace) -> dict[str, str]:
+    return {path.name: path.read_text() for path in (workspace.best, workspace.encoder, workspace.decoder)}
+
+
+def test_a_kill_while_a_new_best_is_written_leaves_the_previous_best_whole(workspace):
+    policy = CheckpointPolicy(workspace, models(), [], save_every=5, best_by="loss")
+    policy.epoch_end(row(1, 2.0, math.nan), Position(1), last=False)
+    before, stamp = best_set(workspace), workspace.best_stamp.read_text()
+    policy.models = SimpleNamespace(training=StandIn("new"), encoder=StandIn("new"), decoder=DiesWhileSaving("new"))
+    with pytest.raises(Killed):
+        policy.epoch_end(row(2, 1.0, math.nan), Position(2), last=False)
+    assert best_set(workspace) == before and workspace.best_stamp.read_text() == stamp
+    assert resume_points(workspace) == [(Position(1), workspace.best)]
+    finish_saves(workspace)
+    assert sorted(p.name for p in workspace.checkpoints.iterdir()) == ["best.json", "best.keras"]
+    assert best_set(workspace) == before and workspace.best_stamp.read_text() == stamp
+
+
+@pytest.mark.parametrize("moved_before_the_kill", [0, 1, 2])
+def test_a_kill_after_the_new_best_is_stamped_is_completed_next_time(workspace, monkeypatch, moved_before_the_kill):
+    from nmt_cli import checkpoints
+
+    policy = CheckpointPolicy(workspace, models(), [], save_every=5, best_by="loss")
+    policy.epoch_end(row(1, 2.0, math.nan), Position(1), last=False)
+    commit, moves = checkpoints.files.commit, []
+
+    def killed_after(staged, path):
+        if staged.name.startswith("." + path.stem + ".next"):  # a staged file moving into place
+            if len(moves) == moved_before_the_kill:
+                raise Killed
+            moves.append(path)
+        commit(staged, path)
+
+    monkeypatch.setattr(checkpoints.files, "commit", killed_after)
+    policy.models = SimpleNamespace(training=StandIn("new"), encoder=StandIn("new"), decoder=StandIn("new"))
+    with pytest.raises(Killed):
+        policy.epoch_end(row(2, 1.0, math.nan), Position(2), last=False)
+    monkeypatch.setattr(checkpoints.files, "commit", commit)
+    assert json.loads(workspace.best_stamp.read_text())["committing"]
+    assert resume_points(workspace) == []  # files of two sets: not a resume point until completed
+    finish_saves(workspace)
+    assert best_set(workspace) == {"best.keras": "new", "encoder.keras": "new", "decoder.keras": "new"}
+    stamp = json.loads(workspace.best_stamp.read_text())
+    assert "committing" not in stamp and stamp["epoch"] == 2 and workspace.inference_models_of_best()
+    assert resume_points(workspace) == [(Position(2), workspace.best)]
+    assert not list(workspace.root.glob(".*.next.keras")) and not list(workspace.checkpoints.glob(".*.next.keras"))
+
+
+def test_a_kill_while_a_resume_point_is_written_leaves_the_previous_one(workspace):
+    policy = CheckpointPolicy(workspace, models(), [], save_every=5, best_by="loss")
+    policy.save_resume_point(Position(1, 10), {"seconds": 1.0})
+    policy.models = SimpleNamespace(training=DiesWhileSaving("new"))
+    with pytest.raises(Killed):
+        policy.save_resume_point(Position(1, 20), {"seconds": 2.0})
+    assert resume_points(workspace) == [(Position(1, 10), workspace.resume_checkpoint)]
+    assert workspace.resume_checkpoint.read_text() == "training"
+
+
+def test_a_stamped_set_whose_files_do_not_match_is_not_completed(workspace):
+    from nmt_cli.checkpoints import complete_best_position
+
+    policy = CheckpointPolicy(workspace, models(), [], save_every=5, best_by="loss")
+    policy.epoch_end(row(1, 2.0, math.nan), Position(1), last=False)
+    stamp = json.loads(workspace.best_stamp.read_text())
+    workspace.best_stamp.write_text(json.dumps({**stamp, "committing": True}))
+    workspace.encoder.write_text("another")  # not the file the stamp names
+    finish_saves(workspace)
+    assert json.loads(workspace.best_stamp.read_text())["committing"] and complete_best_position(workspace) is None

@@ -7,9 +7,11 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -17,8 +19,9 @@ import pytest
 
 from conftest import assert_one_line_error, nmt
 from nmt_cli.checkpoints import resume_points
-from nmt_cli.distribute import Task, free_local_ports, this_task
+from nmt_cli.distribute import StoppedWaiting, Task, free_local_ports, this_task, wait_for_cluster
 from nmt_cli.errors import UserError
+from nmt_cli.stopping import StopSignals
 from nmt_cli.workspace import Workspace, read_history
 
 # Small enough that an epoch of the reversal task takes a few seconds with two workers.
@@ -189,6 +192,106 @@ def test_sigterm_to_the_chief_of_two_workers_saves_a_checkpoint_that_resumes(tmp
     assert f"resuming from {position}" in results[0][1]
 
 
+def test_waiting_for_workers_ends_when_the_last_one_listens(tmp_path):
+    mine, late = (f"127.0.0.1:{port}" for port in free_local_ports(2))
+    told: list[str] = []
+    with socket.socket() as listener:
+
+        def start_listening():
+            time.sleep(0.5)
+            listener.bind(("127.0.0.1", int(late.rpartition(":")[2])))
+            listener.listen()
+
+        starter = threading.Thread(target=start_listening)
+        starter.start()
+        wait_for_cluster(mine, [late], 30, told.append, StopSignals())
+        starter.join()
+    assert told == [f"waiting up to 30 s for the workers at {late}"]
+
+
+def test_a_worker_that_never_listens_is_named_once_the_timeout_passes():
+    mine, absent = (f"127.0.0.1:{port}" for port in free_local_ports(2))
+    started = time.monotonic()
+    with pytest.raises(UserError, match=f"no worker listens at {absent} after 1 s"):
+        wait_for_cluster(mine, [absent], 1, lambda message: None, StopSignals())
+    assert time.monotonic() - started < 5
+
+
+def test_a_port_taken_on_this_machine_is_named():
+    mine, other = (f"127.0.0.1:{port}" for port in free_local_ports(2))
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", int(mine.rpartition(":")[2])))
+        squatter.listen()
+        with pytest.raises(UserError, match=f"this worker's address {mine} is taken"):
+            wait_for_cluster(mine, [other], 30, lambda message: None, StopSignals())
+
+
+def test_a_stop_signal_ends_the_wait_for_workers():
+    mine, absent = (f"127.0.0.1:{port}" for port in free_local_ports(2))
+    signals = StopSignals()
+    threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGTERM)).start()
+    started = time.monotonic()
+    with signals, pytest.raises(StoppedWaiting, match="SIGTERM"):
+        wait_for_cluster(mine, [absent], 60, lambda message: None, signals)
+    assert time.monotonic() - started < 5
+
+
+def test_nmt_train_with_an_absent_worker_fails_in_one_line_naming_it(tmp_path, reversal_data):
+    mine, absent = (f"127.0.0.1:{port}" for port in free_local_ports(2))
+    tf_config = {"cluster": {"worker": [mine, absent]}, "task": {"type": "worker", "index": 0}}
+    model_dir = tmp_path / "model"
+    completed = nmt(
+        "train", "--distribute", "multi-worker", "--data-dir", reversal_data, "--model-dir", model_dir, *TINY,
+        "--cluster-timeout", "3", env={"TF_CONFIG": json.dumps(tf_config)}, timeout=120,
+    )  # fmt: skip
+    assert completed.returncode == 2 and "Traceback" not in completed.stderr, completed.stderr
+    last = completed.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: no worker listens at " + absent + " after 3 s"), completed.stderr
+    assert not model_dir.exists()  # the lock's folder goes with the run that made it
+
+
+def test_sigterm_while_waiting_for_workers_stops_at_once(tmp_path, reversal_data):
+    mine, absent = (f"127.0.0.1:{port}" for port in free_local_ports(2))
+    tf_config = {"cluster": {"worker": [mine, absent]}, "task": {"type": "worker", "index": 0}}
+    command = [sys.executable, "-m", "nmt_cli", "train", "--distribute", "multi-worker", "--data-dir", reversal_data]
+    command += [*TINY, "--model-dir", tmp_path / "model"]
+    env = {**os.environ, "TF_CONFIG": json.dumps(tf_config), "COLUMNS": "200"}
+    process = subprocess.Popen(list(map(str, command)), stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        for line in process.stderr:
+            if "waiting up to 300 s" in line:
+                break
+        signalled = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=30)
+    finally:
+        process.kill()
+    assert process.returncode == 143 and time.monotonic() - signalled < 5, err
+    assert "stopped by SIGTERM while waiting for the other workers" in err
+    assert not (tmp_path / "model").exists()
+
+
+def test_tensorflows_cluster_server_does_not_swallow_sigterm(tmp_path):
+    """Once MultiWorkerMirroredStrategy is made, TensorFlow's own SIGTERM handler ignores the signal;
+    the run takes it back, so a SIGTERM between the cluster's start and the first step counts."""
+    script = textwrap.dedent(
+        """
+        import os, signal
+        from nmt_cli.distribute import make_strategy
+        from nmt_cli.stopping import StopSignals
+        with StopSignals() as signals:
+            make_strategy("multi-worker", 60, print, signals)
+            os.kill(os.getpid(), signal.SIGTERM)
+            print("received", signals.received)
+        """
+    )
+    tf_config = {"cluster": {"worker": [f"127.0.0.1:{free_local_ports(1)[0]}"]}, "task": {"type": "worker", "index": 0}}
+    env = {**os.environ, "TF_CONFIG": json.dumps(tf_config)}
+    completed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.splitlines()[-1] == f"received {int(signal.SIGTERM)}"
+
+
 MIRRORED = textwrap.dedent(
     """
     import sys
@@ -197,8 +300,8 @@ MIRRORED = textwrap.dedent(
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     from nmt_cli import cli, training
     made = training.make_strategy
-    def reporting(kind):
-        strategy = made(kind)
+    def reporting(*args):
+        strategy = made(*args)
         print(f"replicas in sync: {strategy.num_replicas_in_sync}", file=sys.stderr)
         return strategy
     training.make_strategy = reporting

@@ -16,6 +16,7 @@ import pytest
 
 from nmt_cli import files
 from nmt_cli.checkpoints import Position, resume_points
+from nmt_cli.distribute import free_local_ports
 from nmt_cli.workspace import Workspace, read_history
 
 # A model small enough that an epoch of the reversal task (250 batches of 8) takes a second or two.
@@ -201,16 +202,25 @@ def test_a_kill_in_epoch_3_keeps_the_best_model_and_resumes_from_it(tmp_path, re
     assert workspace.best.exists() and (complete_best_position(workspace) > best or workspace.best.read_bytes() == kept)
 
 
-def test_a_resumed_epoch_has_the_row_of_an_uninterrupted_one(tmp_path, reversal_data, runs):
+@pytest.mark.parametrize("distribute", ["none", "multi-worker"])
+def test_a_resumed_epoch_has_the_row_of_an_uninterrupted_one(tmp_path, reversal_data, runs, distribute):
     """SIGTERM inside epoch 2, then the same command: epoch 2's loss and accuracy count the
     batches before the stop too (the resume point carries them), so the history is the one an
     uninterrupted run with the same seed writes. No dropout, so nothing random differs; what may
-    is float summation order."""
+    is float summation order. Keras' `fit` and the multi-worker loop (here a cluster of one)
+    keep their figures apart, and each carries its own."""
     common = ["--data-dir", reversal_data, *TINY, "--dropout", "0", "--epochs", "2", "--save-every", "5"]
+    common += ["--distribute", distribute]
     whole, resumed = tmp_path / "whole", tmp_path / "resumed"
-    returncode, _, err = finish(runs(*common, "--model-dir", whole))
+
+    def run(model_dir: Path) -> subprocess.Popen:
+        address = f"127.0.0.1:{free_local_ports(1)[0]}"
+        tf_config = {"cluster": {"worker": [address]}, "task": {"type": "worker", "index": 0}}
+        return runs(*common, "--model-dir", model_dir, env={"TF_CONFIG": json.dumps(tf_config)})
+
+    returncode, _, err = finish(run(whole))
     assert returncode == 0, err
-    process = runs(*common, "--model-dir", resumed)
+    process = run(resumed)
     wait_for(lambda: Workspace(resumed).history.exists(), what="the end of epoch 1")
     time.sleep(0.5)  # some batches into epoch 2
     process.send_signal(signal.SIGTERM)
@@ -218,7 +228,7 @@ def test_a_resumed_epoch_has_the_row_of_an_uninterrupted_one(tmp_path, reversal_
     assert returncode == 143, err
     (position, _), *_ = resume_points(Workspace(resumed))
     assert position.epochs == 1 and position.batches > 0, position
-    returncode, _, err = finish(runs(*common, "--model-dir", resumed))
+    returncode, _, err = finish(run(resumed))
     assert returncode == 0, err
     expected, found = (read_history(Workspace(d).history) for d in (whole, resumed))
     assert [row["epoch"] for row in found] == [1, 2]

@@ -12,12 +12,15 @@ of every epoch, in this order:
 
 At the end of an epoch that saves neither `epoch-N.keras` nor `best.keras`, and when a run
 stops inside an epoch (its time budget is spent, or it is interrupted), it saves
-`checkpoints/resume.keras`, then `resume.json` with its position: there is one resume point at
-most, the newest, and a kill never costs more than the epoch under way. A checkpoint file is written
-before the stamp or name that makes it count, so whatever a killed run leaves, the newest
-complete checkpoint is where the next run resumes (`resume_points`), and what a killed run
-wrote after it (history rows, a best model from later) is dropped (`forget_after`). Every file
-goes through `files`, so none is ever seen half-written.
+`checkpoints/resume.keras`, with `resume.json` naming its position: there is one resume point at
+most, the newest, and a kill never costs more than the epoch under way.
+
+A checkpoint file is written before the stamp or name that makes it count, and a stamped set
+(the best model and its inference models; the resume point) replaces the previous one only once
+the new one is whole (`_save_together`), so whatever a killed run leaves, the newest complete
+checkpoint is where the next run resumes (`resume_points`), and what a killed run wrote after it
+(history rows, a best model from later) is dropped (`forget_after`). Every file goes through
+`files`, so none is ever seen half-written.
 
 The policy is plain Python, called by whatever loop trains (Keras `fit` through a callback, or a
 custom distributed loop): it imports no TensorFlow, so a run can be planned before loading it.
@@ -75,7 +78,7 @@ def resume_points(workspace: Workspace) -> list[tuple[Position, Path]]:
     if best is not None and workspace.best.is_file():
         points.append((best, workspace.best))
     stamp = _read_json(workspace.resume_stamp)
-    if stamp is not None and workspace.resume_checkpoint.is_file():
+    if stamp is not None and not stamp.get("committing") and workspace.resume_checkpoint.is_file():
         try:
             points.append((Position(int(stamp["epochs"]), int(stamp["batches"])), workspace.resume_checkpoint))
         except (KeyError, TypeError, ValueError):
@@ -105,9 +108,58 @@ def complete_best_position(workspace: Workspace) -> Position | None:
     """Where best.keras was saved, if its stamp says the save completed (it lists the digests of
     the files saved together); None for a save cut short, or a stamp from before digests."""
     stamp = _read_json(workspace.best_stamp)
-    if stamp is None or stamp.get("saving") or "sha256" not in stamp:
+    if stamp is None or stamp.get("saving") or stamp.get("committing") or "sha256" not in stamp:
         return None
     return best_position(workspace)
+
+
+def _staged(path: Path) -> Path:
+    """Where a file of a stamped set is written whole before the set's stamp moves it into place."""
+    return path.with_name(f".{path.stem}.next{path.suffix}")
+
+
+def _stamped_sets(workspace: Workspace) -> tuple[tuple[Path, tuple[Path, ...]], ...]:
+    best = (workspace.best, workspace.encoder, workspace.decoder)
+    return (workspace.best_stamp, best), (workspace.resume_stamp, (workspace.resume_checkpoint,))
+
+
+def _save_together(stamp_path: Path, saves: list[tuple[object, Path]], stamp: dict) -> dict[str, str]:
+    """Save models as one set with the stamp that makes them count, and return their digests.
+
+    Each file is written whole under a staged name; the stamp then names the new set with its
+    digests, marked "committing"; only then do the files move into place, and the mark goes. A
+    kill before that stamp leaves the previous set whole; a kill after it leaves a set the next
+    run completes (`finish_saves`).
+    """
+    digests = {}
+    for model, path in saves:
+        files.save_model(model, _staged(path))
+        digests[path.name] = files.sha256(_staged(path))
+    files.write_text(stamp_path, json.dumps({**stamp, "sha256": digests, "committing": True}) + "\n")
+    _move_in(stamp_path, [path for _, path in saves], {**stamp, "sha256": digests})
+    return digests
+
+
+def _move_in(stamp_path: Path, paths: list[Path], stamp: dict) -> None:
+    for path in paths:
+        if _staged(path).exists():
+            files.commit(_staged(path), path)
+    files.write_text(stamp_path, json.dumps(stamp) + "\n")
+
+
+def finish_saves(workspace: Workspace) -> None:
+    """Complete the saves a kill cut short once their stamps had named the new files, and remove
+    the staged files of saves cut short before: run by the process that trains a directory, under
+    its lock, before it looks for resume points."""
+    for stamp_path, paths in _stamped_sets(workspace):
+        stamp = _read_json(stamp_path)
+        if stamp is not None and stamp.pop("committing", False):
+            digests = stamp.get("sha256") if isinstance(stamp.get("sha256"), dict) else {}
+            newest = {path: _staged(path) if _staged(path).exists() else path for path in paths}
+            if all(file.is_file() and files.sha256(file) == digests.get(path.name) for path, file in newest.items()):
+                _move_in(stamp_path, list(paths), stamp)
+        for path in paths:
+            _staged(path).unlink(missing_ok=True)
 
 
 def set_aside(workspace: Workspace, checkpoint: Path) -> Path:
@@ -127,7 +179,7 @@ def forget_after(workspace: Workspace, position: Position) -> None:
     have started there): they are renamed `*.unloadable`, out of the way but not deleted."""
     stamp = _read_json(workspace.best_stamp) or {}
     best = best_position(workspace)
-    if stamp.get("saving") or (best is not None and best > position):
+    if stamp.get("saving") or stamp.get("committing") or (best is not None and best > position):
         for path in (workspace.best_stamp, workspace.best, workspace.encoder, workspace.decoder):
             path.unlink(missing_ok=True)
     for epoch in workspace.saved_epochs():
@@ -197,16 +249,9 @@ class CheckpointPolicy:
             self.save_resume_point(position)
 
     def _save_best(self, row: dict[str, float], position: Position) -> None:
-        # The stamp says "saving" first and names the epoch last, with the three files' digests: a
-        # run killed in between leaves files that are not claimed to belong together, and that a
-        # resume drops. (Model directories from before stamps have none: their best is kept.)
-        files.write_text(self.workspace.best_stamp, json.dumps({"saving": True}) + "\n")
-        saved = {}
-        for model, path in ((self.models.training, self.workspace.best), *self._inference_files()):
-            files.save_model(model, path)
-            saved[path.name] = files.sha256(path)
         stamp = {"epoch": int(row["epoch"]), "position": position.to_json(), "by": self.best_by, "figure": self.best}
-        files.write_text(self.workspace.best_stamp, json.dumps({**stamp, "sha256": saved}) + "\n")
+        saves = [(self.models.training, self.workspace.best), *self._inference_files()]
+        saved = _save_together(self.workspace.best_stamp, saves, stamp)
         if self.export is not None:
             # Its stamp names best.keras' digest: if a later best.keras is not exported (a kill), the
             # export no longer matches it, and translation uses the Keras engine until it does.
@@ -237,12 +282,10 @@ class CheckpointPolicy:
         self.workspace.resume_checkpoint.unlink(missing_ok=True)
 
     def save_resume_point(self, position: Position, epoch_so_far: dict | None = None) -> Path:
-        """A checkpoint inside an epoch: the model (weights and optimizer state), then its stamp,
-        which carries `epoch_so_far` (what the epoch's figures add up to by then, for its row)."""
+        """The model (weights and optimizer state) at `position`, with its stamp, which carries
+        `epoch_so_far` (what the epoch's figures add up to by then, for its row)."""
         if not self.writes:
             return self.workspace.resume_checkpoint
-        self.workspace.resume_stamp.unlink(missing_ok=True)
-        files.save_model(self.models.training, self.workspace.resume_checkpoint)
         stamp = {**position.to_json(), **({"epoch_so_far": epoch_so_far} if epoch_so_far else {})}
-        files.write_text(self.workspace.resume_stamp, json.dumps(stamp) + "\n")
+        _save_together(self.workspace.resume_stamp, [(self.models.training, self.workspace.resume_checkpoint)], stamp)
         return self.workspace.resume_checkpoint

@@ -200,22 +200,27 @@ def train(**values: Any) -> None:
     chosen.update(_given(values, (*MODEL_OPTIONS, *(item.name for item in fields(TrainingConfig)))))
     model_options, training_options = split_options(chosen)
     data_dir = options.data_dir or (Path(chosen["data_dir"]) if "data_dir" in chosen else None)
-    request = TrainRequest(options.model_dir, data_dir, model_options, training_options, options.restart)
     # Several workers train one model: the chief holds the directory, the others never write to it.
-    with Workspace(options.model_dir).lock() if this_task(options.distribute).is_chief else nullcontext():
-        result = _run_training(plan_training(request), started, options.distribute)
+    chief = this_task(options.distribute).is_chief
+    request = TrainRequest(options.model_dir, data_dir, model_options, training_options, options.restart, chief)
+    with Workspace(options.model_dir).lock() if chief else nullcontext():
+        result = _run_training(plan_training(request), started, options)
     console.say(console.training_summary(result, str(options.model_dir)))
 
 
-def _run_training(plan, started: float, distribute: str):
+def _run_training(plan, started: float, options: TrainOptions):
     from nmt_cli import console
+    from nmt_cli.distribute import StoppedWaiting
 
     _load_tensorflow()
     from nmt_cli.training import Interrupted
     from nmt_cli.training import train as run_training
 
     try:
-        return run_training(plan, console.RichReporter(), started, distribute)
+        return run_training(plan, console.RichReporter(), started, options.distribute, options.cluster_timeout)
+    except StoppedWaiting as stop:
+        console.tell(f"stopped by {stop} while waiting for the other workers: nothing was trained")
+        raise SystemExit(128 + stop.signal_number) from None
     except Interrupted as stop:
         console.tell(
             f"stopped by {signal.Signals(stop.signal_number).name} at {stop.position}: saved {stop.checkpoint}; "

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, get_type_hints
 
 from nmt_cli import __version__
-from nmt_cli.distribute import STRATEGIES
+from nmt_cli.distribute import DEFAULT_CLUSTER_TIMEOUT, STRATEGIES
 from nmt_cli.engines import ENGINES
 from nmt_cli.errors import UserError
 from nmt_cli.models import ARCHITECTURE_NAMES
@@ -473,6 +473,11 @@ class TrainOptions:
         "Where to train: none (this process), mirrored (every GPU of this machine), multi-worker (the "
         "machines TF_CONFIG or Slurm lists), or auto (mirrored with more than one GPU, else none).",
         choices=STRATEGIES,
+    )
+    cluster_timeout: float = option(
+        DEFAULT_CLUSTER_TIMEOUT,
+        "Seconds a multi-worker run waits for every worker to start before it gives up.",
+        minimum=1,
     )
 
 

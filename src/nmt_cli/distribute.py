@@ -12,12 +12,18 @@ model directory's lock and every write belong to the chief from the start.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import signal
 import socket
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from nmt_cli.errors import UserError
+from nmt_cli.stopping import StopSignals
 
 STRATEGIES = ("auto", "none", "mirrored", "multi-worker")
 CLUSTER_TASKS = ("chief", "worker")  # what TF_CONFIG may list: MultiWorkerMirroredStrategy has no parameter servers
@@ -120,8 +126,23 @@ def free_local_ports(count: int) -> list[int]:
     return ports
 
 
-def make_strategy(kind: str):
-    """The tf.distribute strategy `--distribute` names (TensorFlow is loaded by now)."""
+DEFAULT_CLUSTER_TIMEOUT = 300  # seconds for every worker of a cluster to start listening
+
+
+class StoppedWaiting(Exception):
+    """A stop signal arrived while this worker waited for the others: nothing was trained."""
+
+    def __init__(self, signal_number: int):
+        super().__init__(signal.Signals(signal_number).name)
+        self.signal_number = signal_number
+
+
+def make_strategy(kind: str, cluster_timeout: float, waiting: Callable[[str], None], signals: StopSignals):
+    """The tf.distribute strategy `--distribute` names (TensorFlow is loaded by now).
+
+    For multi-worker, first wait (at most `cluster_timeout` seconds, telling `waiting` whom it
+    waits for, and ending at a stop signal) until every other worker listens: `wait_for_cluster`.
+    """
     import tensorflow as tf
 
     if kind == "multi-worker":  # first: it must be made before TensorFlow sets up its devices
@@ -129,7 +150,13 @@ def make_strategy(kind: str):
             resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
         else:
             resolver = tf.distribute.cluster_resolver.SlurmClusterResolver()
-        return tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver)
+        cluster = resolver.cluster_spec().as_dict()
+        addresses = {(job, index): address for job in cluster for index, address in _numbered(cluster[job])}
+        mine = addresses.pop((resolver.task_type, resolver.task_id))
+        wait_for_cluster(mine, sorted(addresses.values()), cluster_timeout, waiting, signals)
+        strategy = tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver)
+        signals.catch()  # back from the handler TensorFlow's server put in
+        return strategy
     gpus = tf.config.list_logical_devices("GPU")
     if kind == "auto":
         kind = "mirrored" if len(gpus) > 1 else "none"
@@ -137,6 +164,71 @@ def make_strategy(kind: str):
         return tf.distribute.get_strategy()
     devices = gpus or tf.config.list_logical_devices("CPU")
     return tf.distribute.MirroredStrategy([device.name for device in devices])
+
+
+def _numbered(addresses: list[str] | dict[int, str]) -> Iterator[tuple[int, str]]:
+    return iter(addresses.items() if isinstance(addresses, dict) else enumerate(addresses))
+
+
+def wait_for_cluster(
+    mine: str, others: list[str], timeout: float, waiting: Callable[[str], None], signals: StopSignals
+) -> None:
+    """Listen on this worker's port and wait until every other worker's port answers.
+
+    TensorFlow's own start-up waits for absent workers without a limit and, once its server has
+    started, without heeding SIGTERM. Here each worker holds its port open with a plain socket
+    (never accepting: a connection is all a peer needs to see) until it has reached every other
+    one, then hands the port to TensorFlow's server; a worker already past this point answers on
+    that server. A stop signal ends the wait.
+    """
+    with _listening(mine):
+        deadline, told = time.monotonic() + timeout, False
+        while True:
+            if signals.received is not None:
+                raise StoppedWaiting(signals.received)
+            others = [address for address in others if not _answers(address)]
+            if not others:
+                return
+            if time.monotonic() >= deadline:
+                raise UserError(
+                    f"no worker listens at {', '.join(others)} after {timeout:g} s: start `nmt train --distribute "
+                    "multi-worker` there, or correct the cluster description (TF_CONFIG or Slurm's variables); "
+                    "--cluster-timeout sets how long to wait"
+                )
+            if not told:
+                waiting(f"waiting up to {timeout:g} s for the workers at {', '.join(others)}")
+                told = True
+            time.sleep(0.2)
+
+
+@contextmanager
+def _listening(address: str) -> Iterator[None]:
+    port = int(address.rpartition(":")[2])
+    listener = socket.socket(socket.AF_INET6 if socket.has_dualstack_ipv6() else socket.AF_INET)
+    try:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if listener.family == socket.AF_INET6:
+            listener.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        listener.bind(("", port))
+        listener.listen(64)
+    except OSError as error:
+        listener.close()
+        if error.errno == errno.EADDRINUSE:
+            raise UserError(f"this worker's address {address} is taken: port {port} is in use here") from None
+        raise UserError(f"cannot listen on this worker's address {address}: {error.strerror}") from None
+    try:
+        yield
+    finally:
+        listener.close()
+
+
+def _answers(address: str) -> bool:
+    host, _, port = address.rpartition(":")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=1).close()
+    except OSError:
+        return False
+    return True
 
 
 def auto_precision(arch: str) -> str:

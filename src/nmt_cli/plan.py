@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from nmt_cli import __version__
-from nmt_cli.checkpoints import Position, resume_points
+from nmt_cli.checkpoints import Position, finish_saves, resume_points
 from nmt_cli.config import DEFAULT_DATA_DIR, DEFAULT_MODEL_DIR, ModelConfig, RunConfig, TrainingConfig, load_config
 from nmt_cli.datadir import DataDir
 from nmt_cli.errors import UserError
@@ -25,6 +25,7 @@ class TrainRequest:
     model: dict[str, Any] = field(default_factory=dict)  # ModelConfig fields the user set
     training: dict[str, Any] = field(default_factory=dict)  # TrainingConfig fields the user set
     restart: bool = False
+    writes: bool = True  # False for a worker that is not the chief: it leaves the directory as it is
 
 
 @dataclass
@@ -45,6 +46,8 @@ def plan_training(request: TrainRequest) -> TrainPlan:
         return TrainPlan(workspace, config, data, [], request.restart)
     # A directory that holds a config.json goes on with it, even before its first checkpoint:
     # never re-initialised with other options unless --restart says so.
+    if request.writes:
+        finish_saves(workspace)
     points = resume_points(workspace)
     config, data = _resumed_config(request, workspace, points[0][0] if points else Position())
     return TrainPlan(workspace, config, data, points, restart=False)

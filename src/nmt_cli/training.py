@@ -13,7 +13,6 @@ when SIGINT/SIGTERM asks it to (a second signal kills it at once).
 from __future__ import annotations
 
 import math
-import os
 import signal
 import time
 from collections.abc import Iterator
@@ -29,7 +28,7 @@ from nmt_cli import files
 from nmt_cli.checkpoints import CheckpointPolicy, Position, epoch_so_far, forget_after, set_aside
 from nmt_cli.config import RunConfig, TrainingConfig
 from nmt_cli.dataset import ParallelBatches
-from nmt_cli.distribute import auto_precision, make_strategy, this_task
+from nmt_cli.distribute import DEFAULT_CLUSTER_TIMEOUT, auto_precision, make_strategy, this_task
 from nmt_cli.errors import UserError
 from nmt_cli.evaluation import SplitScorer
 from nmt_cli.export import EXPORTABLE_ARCHS
@@ -39,6 +38,7 @@ from nmt_cli.objectives import MaskedCrossEntropy, MaskedTokenAccuracy, TargetTo
 from nmt_cli.plan import TrainPlan
 from nmt_cli.progress import Reporter
 from nmt_cli.schedules import WarmupSchedule
+from nmt_cli.stopping import StopSignals
 from nmt_cli.tokenizer import Tokenizer
 from nmt_cli.workspace import read_history
 
@@ -135,21 +135,37 @@ def _copy_data_description(plan: TrainPlan) -> None:
 
 
 def train(
-    plan: TrainPlan, reporter: Reporter | None = None, started: float | None = None, distribute: str = "none"
+    plan: TrainPlan,
+    reporter: Reporter | None = None,
+    started: float | None = None,
+    distribute: str = "none",
+    cluster_timeout: float = DEFAULT_CLUSTER_TIMEOUT,
 ) -> TrainResult:
     """Run the plan. `started` (time.monotonic()) is when the time budget began: now if None.
 
     `distribute` names the tf.distribute strategy (distribute.py). With several workers only the
-    chief writes to the model directory; every worker trains, validates and stops together.
+    chief writes to the model directory; every worker trains, validates and stops together, once
+    all have started (within `cluster_timeout` seconds).
     """
+    with StopSignals() as signals:
+        return _train(plan, reporter or Reporter(), started, distribute, cluster_timeout, signals)
+
+
+def _train(
+    plan: TrainPlan,
+    reporter: Reporter,
+    started: float | None,
+    distribute: str,
+    cluster_timeout: float,
+    signals: StopSignals,
+) -> TrainResult:
     started = time.monotonic() if started is None else started
-    reporter = reporter or Reporter()
     workspace, config = plan.workspace, plan.config
     training = config.training
     task = this_task(distribute)
     chief = task.is_chief
     # MultiWorkerMirroredStrategy must come before TensorFlow sets up its devices.
-    strategy = make_strategy(distribute)
+    strategy = make_strategy(distribute, cluster_timeout, reporter.note, signals)
     across_workers = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
     if across_workers and strategy.num_replicas_in_sync != task.workers:
         # Each worker's dataset yields one share of every global batch: one replica per worker.
@@ -232,13 +248,14 @@ def train(
         training,
         deadline,
         reporter,
+        signals,
+        # Keras' metrics hold an epoch's figures; the multi-worker loop keeps sums of its own.
+        _EpochSums() if across_workers else _KerasMetrics(models.training),
         decides=chief,
         consensus=_consensus(strategy) if across_workers else None,
-        # Keras' metrics hold an epoch's figures; the multi-worker loop keeps sums of its own,
-        # and a resumed epoch's row there covers the batches after the resume.
-        carried=epoch_so_far(workspace, position) if position.batches and not across_workers else None,
+        carried=epoch_so_far(workspace, position) if position.batches else None,
     )
-    with _signals_stop(monitor), _out_of_memory_explained():
+    with _out_of_memory_explained():
         try:
             if across_workers:
                 _fit_across_workers(strategy, models, optimizer, training, train_batches, dev_batches, monitor)
@@ -306,15 +323,13 @@ def _fit_across_workers(strategy, models, optimizer, training, train_batches, de
     model.stop_training = False
     monitor.set_model(model)
     monitor.on_train_begin()
-    start = monitor.start
+    start, figures = monitor.start, monitor.figures
     for epoch in range(start.epochs, training.epochs):
         monitor.on_epoch_begin(epoch)
-        loss, correct, tokens = 0.0, 0.0, 0.0
+        figures.sums = [0.0, 0.0, 0.0]
         for index, batch in enumerate(shares(epoch, start.batches if epoch == start.epochs else 0)):
-            step = [float(value) for value in train_step(batch)]
-            loss, correct, tokens = loss + step[0], correct + step[1], tokens + step[2]
-            logs = {"loss": loss / max(tokens, 1.0), "accuracy": correct / max(tokens, 1.0), "target_tokens": tokens}
-            monitor.on_train_batch_end(index, logs)
+            figures.add([float(value) for value in train_step(batch)])
+            monitor.on_train_batch_end(index, figures.logs())
             if model.stop_training:
                 break
         # Every worker validates on the whole dev split: the same figures everywhere.
@@ -322,9 +337,44 @@ def _fit_across_workers(strategy, models, optimizer, training, train_batches, de
         for inputs, target in dev_batches.dataset():
             sums = [a + float(b) for a, b in zip(sums, evaluate_step(inputs, target))]
         validation = {"val_loss": sums[0] / max(sums[2], 1.0), "val_accuracy": sums[1] / max(sums[2], 1.0)}
-        monitor.on_epoch_end(epoch, {**logs, **validation})
+        monitor.on_epoch_end(epoch, {**figures.logs(), **validation})
         if model.stop_training:
             break
+
+
+class _KerasMetrics:
+    """The state of the training metrics Keras' `fit` keeps: what a resume point carries."""
+
+    def __init__(self, model: keras.Model):
+        self.model = model
+
+    def state(self) -> list:
+        return [np.asarray(variable.numpy()).tolist() for variable in self.model.metrics_variables]
+
+    def add(self, saved: list) -> None:
+        variables = self.model.metrics_variables
+        if len(saved) == len(variables):  # else saved by another kind of loop: the row covers this run's batches
+            for variable, value in zip(variables, saved):
+                variable.assign(variable + np.asarray(value, dtype=variable.dtype))
+
+
+class _EpochSums:
+    """The multi-worker loop's figures of the epoch so far: summed token loss, correct tokens and
+    target tokens, over every worker."""
+
+    def __init__(self) -> None:
+        self.sums = [0.0, 0.0, 0.0]
+
+    def state(self) -> list:
+        return list(self.sums)
+
+    def add(self, saved: list) -> None:
+        if len(saved) == len(self.sums):
+            self.sums = [mine + float(theirs) for mine, theirs in zip(self.sums, saved)]
+
+    def logs(self) -> dict[str, float]:
+        loss, correct, tokens = self.sums
+        return {"loss": loss / max(tokens, 1.0), "accuracy": correct / max(tokens, 1.0), "target_tokens": tokens}
 
 
 def _consensus(strategy):
@@ -366,24 +416,6 @@ def _out_of_memory_explained() -> Iterator[None]:
         raise UserError(
             "training ran out of memory: choose a smaller --batch-tokens or --batch-size (or a smaller model)"
         ) from None
-
-
-@contextmanager
-def _signals_stop(monitor: _EpochMonitor) -> Iterator[None]:
-    """SIGINT and SIGTERM ask the monitor to stop at the next step boundary; a second one kills."""
-
-    def ask(signal_number, frame):
-        if monitor.signal_received is not None:
-            signal.signal(signal_number, signal.SIG_DFL)
-            os.kill(os.getpid(), signal_number)
-        monitor.signal_received = signal_number
-
-    previous = {number: signal.signal(number, ask) for number in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler)
 
 
 class ScalarLog:
@@ -431,18 +463,20 @@ class _EpochMonitor(keras.callbacks.Callback):
         training: TrainingConfig,
         deadline: float,
         reporter: Reporter,
+        signals: StopSignals,
+        figures: _KerasMetrics | _EpochSums,
         decides: bool = True,
         consensus=None,
         carried: dict | None = None,
     ):
         super().__init__()
         self.policy, self.scalars, self.scorer, self.batches = policy, scalars, scorer, batches
-        self.training, self.deadline, self.reporter = training, deadline, reporter
+        self.training, self.deadline, self.reporter, self.signals = training, deadline, reporter, signals
+        self.figures = figures
         self.decides, self.consensus = decides, consensus or (lambda request: request)
         self.position, self.start = start, start
         self.run_stack, self.epoch_stack = ExitStack(), ExitStack()
         self.stopped_by: str | None = None
-        self.signal_received: int | None = None  # set by the signal handler
         self.stop_signal: int | None = None  # the signal training stops for, once agreed
         self.reserve = FIRST_RESERVE_SECONDS
         self.carried = carried  # the figures of the start position's epoch before it (resume.json)
@@ -488,7 +522,7 @@ class _EpochMonitor(keras.callbacks.Callback):
 
     def _agree(self, budget_spent: bool, patience_spent: bool = False) -> int:
         request = 0
-        if self.signal_received is not None:
+        if self.signals.received is not None:
             request = 3
         elif self.decides and patience_spent:
             request = 2
@@ -496,23 +530,18 @@ class _EpochMonitor(keras.callbacks.Callback):
             request = 1
         agreed = self.consensus(request)
         if agreed == 3:
-            self.stop_signal = self.signal_received or signal.SIGTERM  # a worker's signal stops all
+            self.stop_signal = self.signals.received or signal.SIGTERM  # a worker's signal stops all
         return agreed
 
     def _carry_in(self) -> None:
-        """Add what the epoch's figures added up to before a resume to the training metrics (built
-        by the first batch, after `fit` reset them), so the epoch's row covers all its batches."""
-        variables = self.model.metrics_variables
-        saved = self.to_carry.get("metrics", [])
-        if len(saved) == len(variables):
-            for variable, value in zip(variables, saved):
-                variable.assign(variable + np.asarray(value, dtype=variable.dtype))
+        """Add what the epoch's figures added up to before a resume to this run's (after its first
+        batch, once `fit` has built and reset its metrics), so the epoch's row covers all its batches."""
+        self.figures.add(self.to_carry.get("metrics", []))
         self.to_carry = None
 
     def epoch_so_far(self) -> dict:
-        """The training metrics' state and the seconds of the epoch so far: a resume point carries them."""
-        metrics = [np.asarray(variable.numpy()).tolist() for variable in self.model.metrics_variables]
-        return {"seconds": time.monotonic() - self.started, "metrics": metrics}
+        """The training figures' state and the seconds of the epoch so far: a resume point carries them."""
+        return {"seconds": time.monotonic() - self.started, "metrics": self.figures.state()}
 
     def on_train_batch_end(self, batch, logs=None):
         logs = logs or {}
