@@ -20,8 +20,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from nmt_cli.distribute import free_local_ports
-from timing import timed
+from timing import free_local_ports, timed
 
 MODEL = ["--arch", "transformer", "--units", "256", "--heads", "4", "--ff-units", "1024", "--layers", "3"]
 

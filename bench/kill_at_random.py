@@ -32,7 +32,8 @@ import time
 from pathlib import Path
 
 from nmt_cli.checkpoints import complete_best_position, finish_saves, resume_points
-from nmt_cli.workspace import Workspace, read_history
+from nmt_cli.history import read_history
+from nmt_cli.workspace import Workspace
 from timing import machine
 
 MODEL = ["--arch", "transformer", "--units", "32", "--heads", "2", "--ff-units", "64", "--layers", "1"]
@@ -126,7 +127,7 @@ def main() -> None:
                     problems.append(f"nmt translate failed: {translated.stderr.strip()[-300:]}")
             points = resume_points(workspace)
             start_expected = points[0][0] if points else None
-            rows = {int(row["epoch"]) for row in read_history(workspace.history)}
+            rows = {row.epoch for row in read_history(workspace.history)}
             if start_expected is not None and not set(range(1, start_expected.epochs + 1)) <= rows:
                 problems.append(f"history lacks rows before {start_expected}: has {sorted(rows)}")
             best_kept = best or best_kept

@@ -5,10 +5,12 @@ from __future__ import annotations
 import os
 import platform
 import shlex
+import socket
 import subprocess
 import sys
 import threading
 import time
+from contextlib import ExitStack
 
 # The instruction-set extensions that decide how fast matrix work runs on a CPU.
 _NOTABLE_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile", "amx_bf16")
@@ -61,3 +63,10 @@ def timed_with_memory(command: list[str], echo: bool = False) -> tuple[float, st
     if process.returncode:
         sys.exit(f"{shlex.join(command)} failed ({process.returncode}):\n{streams['err'].decode()[-3000:]}")
     return seconds, streams["out"].decode(), usage.ru_maxrss / 1024
+
+
+def free_local_ports(count: int) -> list[int]:
+    """Ports free on 127.0.0.1 now, for a cluster of workers on this machine."""
+    with ExitStack() as held:
+        servers = [held.enter_context(socket.create_server(("127.0.0.1", 0))) for _ in range(count)]
+        return [server.getsockname()[1] for server in servers]

@@ -95,10 +95,11 @@ def measure(data_dir: Path, model_options: dict, training_options: dict, steps: 
     seconds = time.perf_counter() - started
     tokens = history.history["target_tokens"][-1]
     rate = tokens / seconds
-    source_per_target = sum(len(s) for s in source) / sum(len(t) + 1 for t in target)
+    epoch_tokens = sum(len(t) + 1 for t in target)  # real target tokens, <eos> included
+    source_per_target = sum(len(s) for s in source) / epoch_tokens
     return {
         "target_tokens_per_second": round(rate),
-        "seconds_per_epoch": round(batches.target_tokens / rate, 1),
+        "seconds_per_epoch": round(epoch_tokens / rate, 1),
         "batches_per_epoch": batches.batches_per_epoch,
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
         "parameters": models.training.count_params(),

@@ -13,9 +13,11 @@ import functools
 import http.server
 import os
 import random
+import socket
 import subprocess
 import sys
 import threading
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -305,11 +307,8 @@ def run_training(request, reporter=None):
 _BEFORE_TENSORFLOW = """
 import sys
 from nmt_cli import cli
-try:
-    cli.app(sys.argv[1:], standalone_mode=False)
-except cli.UserError as error:
-    print(f"error: {error}", file=sys.stderr)
-    sys.exit(99 if "tensorflow" in sys.modules else 2)
+code = cli.run()
+sys.exit(99 if code == 2 and "tensorflow" in sys.modules else code)
 """
 
 
@@ -330,6 +329,13 @@ def nmt(*args, input=None, cwd=None, env=None, timeout: float = 180, before_tens
         cwd=cwd,
         timeout=timeout,
     )
+
+
+def free_local_ports(count: int) -> list[int]:
+    """Ports free on 127.0.0.1 now, for a cluster of test workers."""
+    with ExitStack() as held:
+        servers = [held.enter_context(socket.create_server(("127.0.0.1", 0))) for _ in range(count)]
+        return [server.getsockname()[1] for server in servers]
 
 
 def assert_one_line_error(completed: subprocess.CompletedProcess, *fragments: str) -> str:
@@ -385,5 +391,5 @@ class RecordingReporter:
     def warn(self, message):
         self.warnings.append(message)
 
-    def epoch_end(self, epoch, metrics):
-        self.epochs.append(epoch)
+    def epoch_end(self, row):
+        self.epochs.append(row.epoch)

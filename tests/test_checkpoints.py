@@ -9,9 +9,18 @@ from types import SimpleNamespace
 
 import pytest
 
-from nmt_cli.checkpoints import CheckpointPolicy, Position, best_position, finish_saves, forget_after, resume_points
+from nmt_cli.checkpoints import (
+    CheckpointPolicy,
+    Position,
+    best_position,
+    finish_saves,
+    forget_after,
+    inference_models_of_best,
+    resume_points,
+)
 from nmt_cli.files import sha256 as file_sha256
-from nmt_cli.workspace import Workspace, read_history
+from nmt_cli.history import HistoryRow, read_history
+from nmt_cli.workspace import Workspace
 
 
 def touch(path):
@@ -41,11 +50,11 @@ def models():
     return SimpleNamespace(training=StandIn("training"), encoder=StandIn("encoder"), decoder=StandIn("decoder"))
 
 
-def row(epoch: int, val_loss: float, val_bleu: float) -> dict:
+def row(epoch: int, val_loss: float, val_bleu: float) -> HistoryRow:
     values = dict(
         loss=1.0, accuracy=0.5, val_accuracy=0.5, learning_rate=1e-3, seconds=1.0, tokens_per_second=10.0, steps=epoch
     )
-    return {"epoch": epoch, "val_loss": val_loss, "val_bleu": val_bleu, **values}
+    return HistoryRow(epoch=epoch, val_loss=val_loss, val_bleu=val_bleu, **values)
 
 
 def test_positions_order_by_epochs_then_batches():
@@ -122,7 +131,7 @@ def test_policy_saves_best_by_bleu_on_schedule_and_at_the_last_epoch(workspace):
     assert stamp == {"epoch": 3, "position": {"epochs": 3, "batches": 0}, "by": "bleu", "figure": 12.0}
     assert digests == {path.name: file_sha256(path) for path in (workspace.best, workspace.encoder, workspace.decoder)}
     assert workspace.saved_epochs() == [2, 3]
-    assert [r["epoch"] for r in read_history(workspace.history)] == [1, 2, 3]
+    assert [r.epoch for r in read_history(workspace.history)] == [1, 2, 3]
     assert workspace.encoder.read_text() == "encoder" and workspace.best.read_text() == "training"
 
 
@@ -240,7 +249,7 @@ def test_a_kill_after_the_new_best_is_stamped_is_completed_next_time(workspace, 
     finish_saves(workspace)
     assert best_set(workspace) == {"best.keras": "new", "encoder.keras": "new", "decoder.keras": "new"}
     stamp = json.loads(workspace.best_stamp.read_text())
-    assert "committing" not in stamp and stamp["epoch"] == 2 and workspace.inference_models_of_best()
+    assert "committing" not in stamp and stamp["epoch"] == 2 and inference_models_of_best(workspace)
     assert resume_points(workspace) == [(Position(2), workspace.best)]
     assert not list(workspace.root.glob(".*.next.keras")) and not list(workspace.checkpoints.glob(".*.next.keras"))
 

@@ -22,6 +22,7 @@ from typer.testing import CliRunner
 
 from conftest import assert_one_line_error, nmt
 from nmt_cli import translation
+from nmt_cli.checkpoints import BestStamp
 from nmt_cli.cli import app
 from nmt_cli.errors import UserError
 
@@ -344,11 +345,44 @@ def test_evaluate_all_checkpoints_table(model):
     # ... and, apart from it, the epoch best.keras holds (the fixture trains with --best-by loss).
     from nmt_cli.workspace import Workspace
 
-    held = Workspace(Path(model)).best_epoch()
+    held = BestStamp.read(Workspace(Path(model))).epoch
     assert ["= best" in row for row in rows] == [bool(re.search(rf"epoch-{held}\b", row)) for row in rows], (
         result.stdout
     )
-    assert f"holds epoch {held}, the epoch with the lowest validation loss" in " ".join(result.stdout.split())
+    caption = f"holds the weights at the end of epoch {held}, chosen by the lowest validation loss"
+    assert caption in " ".join(result.stdout.split())
+
+
+def test_a_best_saved_inside_an_epoch_is_not_that_epochs_checkpoint():
+    """A run stopped inside epoch 8 saves its best there, stamped with the row of epoch 8:
+    `epoch-8.keras` (the end of epoch 8) holds other weights, and the table must not say "= best"."""
+    from types import SimpleNamespace
+
+    from rich.console import Console
+
+    from nmt_cli import console
+    from nmt_cli.checkpoints import Position
+
+    def evaluation(name: str, bleu: float):
+        return SimpleNamespace(
+            checkpoint=name,
+            split="dev",
+            beam_size=1,
+            sentences_per_second=1.0,
+            scores=SimpleNamespace(bleu=bleu, chrf=1.0),
+        )
+
+    evaluations = [evaluation("epoch-5", 10.0), evaluation("epoch-8", 20.0)]
+
+    def marked(best: BestStamp) -> list[str]:
+        out = Console(width=200, record=True)
+        out.print(console.checkpoint_table(evaluations, best, "loss"))
+        text = out.export_text()
+        rows = {name: next(line for line in text.splitlines() if name in line) for name in ("epoch-5", "epoch-8")}
+        return [name for name, row in rows.items() if "= best" in row]
+
+    assert marked(BestStamp(Position(7, 30), 8)) == []
+    assert marked(BestStamp(Position(8), 8)) == ["epoch-8"]
 
 
 def test_evaluate_answers_a_missing_data_directory_before_tensorflow_loads(model, tmp_path):

@@ -9,9 +9,11 @@ from pathlib import Path
 import pytest
 
 from conftest import RecordingReporter, assert_one_line_error, nmt, run_training
+from nmt_cli.checkpoints import BestStamp, inference_models_of_best
 from nmt_cli.errors import UserError
+from nmt_cli.history import read_history
 from nmt_cli.plan import TrainRequest
-from nmt_cli.workspace import Workspace, read_history
+from nmt_cli.workspace import Workspace
 
 SMALL = {"arch": "seq2seq", "units": 16, "embedding_dim": 8, "dropout": 0.0}
 MODEL_OPTIONS = {*SMALL, "layers"}
@@ -60,14 +62,14 @@ def test_a_damaged_latest_checkpoint_is_skipped_with_a_warning(tmp_path, data_co
     latest = Workspace(model_dir).checkpoint(2)
     latest.write_bytes(latest.read_bytes()[:1000])  # truncated, as by a full disk
     # The newest checkpoint that loads: epoch 2's best.keras where epoch 2 was the best, else epoch 1.
-    newest_good = 2 if Workspace(model_dir).best_epoch() == 2 else 1
+    newest_good = 2 if BestStamp.read(Workspace(model_dir)).epoch == 2 else 1
     reporter = RecordingReporter()
     train(model_dir, None, epochs=3, reporter=reporter)
     (warning,) = reporter.warnings
     assert warning.startswith(f"skipped {latest}") and "damaged" in warning
     assert warning.endswith("the file is renamed epoch-002.keras.unloadable")
     assert any(f"resuming from the end of epoch {newest_good}" in note for note in reporter.notes)
-    assert [int(row["epoch"]) for row in read_history(Workspace(model_dir).history)] == [1, 2, 3]
+    assert [row.epoch for row in read_history(Workspace(model_dir).history)] == [1, 2, 3]
     # The damaged file was set aside, as the warning says.
     assert latest.with_name(latest.name + ".unloadable").stat().st_size == 1000
     translated = nmt("translate", "--model-dir", model_dir, "--checkpoint", "last", "a b")
@@ -130,9 +132,9 @@ def test_inference_models_of_different_epochs_are_never_used_together(tmp_path, 
     train(model_dir, data_copy, epochs=1, learning_rate=0.01)
     old_decoder = workspace.decoder.read_bytes()
     train(model_dir, None, epochs=2)
-    assert workspace.best_epoch() == 2 and workspace.inference_models_of_best()
+    assert BestStamp.read(workspace).epoch == 2 and inference_models_of_best(workspace)
     workspace.decoder.write_bytes(old_decoder)  # as if a kill had left epoch 1's decoder beside epoch 2's encoder
-    assert not workspace.inference_models_of_best()
+    assert not inference_models_of_best(workspace)
     mixed = Translator.open(model_dir)
     from_checkpoint = Translator.open(model_dir, "epoch-2")
     lines = ["a b c", "d e f g h"]
@@ -195,4 +197,4 @@ def test_a_foreign_checkpoint_beyond_the_history_is_no_claim_of_progress(tmp_pat
     train(model_dir, None, epochs=4, reporter=reporter)
     assert reporter.warnings[0].startswith(f"skipped {stranger}")
     assert reporter.warnings[0].endswith("the file is renamed epoch-004.keras.unloadable")
-    assert [int(row["epoch"]) for row in read_history(Workspace(model_dir).history)] == [1, 2, 3, 4]
+    assert [row.epoch for row in read_history(Workspace(model_dir).history)] == [1, 2, 3, 4]

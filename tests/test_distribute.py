@@ -17,12 +17,13 @@ from pathlib import Path
 
 import pytest
 
-from conftest import assert_one_line_error, nmt
+from conftest import assert_one_line_error, free_local_ports, nmt
 from nmt_cli.checkpoints import resume_points
-from nmt_cli.distribute import StoppedWaiting, Task, free_local_ports, this_task, wait_for_cluster
+from nmt_cli.distribute import ClusterRole, StoppedWaiting, this_task, wait_for_cluster
 from nmt_cli.errors import UserError
+from nmt_cli.history import read_history
 from nmt_cli.stopping import StopSignals
-from nmt_cli.workspace import Workspace, read_history
+from nmt_cli.workspace import Workspace
 
 # Small enough that an epoch of the reversal task takes a few seconds with two workers.
 TINY = ["--arch", "seq2seq", "--units", "16", "--embedding-dim", "8", "--batch-size", "32", "--best-by", "loss"]
@@ -65,14 +66,15 @@ def finish(processes: list[subprocess.Popen], seconds: float = 300) -> list[tupl
 
 
 def epoch_losses(model_dir: Path) -> list[float]:
-    return [row["loss"] for row in read_history(Workspace(model_dir).history)]
+    return [row.loss for row in read_history(Workspace(model_dir).history)]
 
 
 def test_the_chief_is_the_worker_a_cluster_names_so(monkeypatch):
     monkeypatch.setenv(
         "TF_CONFIG", json.dumps({"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 1}})
     )
-    assert this_task("multi-worker") == Task("worker", 1, 2, has_chief=False) and not this_task("multi-worker").is_chief
+    role = this_task("multi-worker")
+    assert role == ClusterRole("worker", 1, 2, has_chief=False) and not role.is_chief
     monkeypatch.setenv(
         "TF_CONFIG",
         json.dumps({"cluster": {"chief": ["a:1"], "worker": ["b:2"]}, "task": {"type": "worker", "index": 0}}),
@@ -85,7 +87,8 @@ def test_the_chief_is_the_worker_a_cluster_names_so(monkeypatch):
     monkeypatch.delenv("TF_CONFIG")
     for name, value in SLURM_STEP.items():
         monkeypatch.setenv(name, value)
-    assert this_task("multi-worker") == Task("worker", 0, 4, has_chief=False) and this_task("multi-worker").is_chief
+    role = this_task("multi-worker")
+    assert role == ClusterRole("worker", 0, 4, has_chief=False) and role.is_chief
 
 
 SLURM_STEP = {  # what srun sets for a step of 4 tasks on 2 nodes, as SlurmClusterResolver reads it
@@ -150,7 +153,7 @@ def test_two_workers_train_one_model_that_only_the_chief_writes(tmp_path, revers
         assert returncode == 0, err
     assert not worker_dir.exists()  # the other worker writes nowhere
     workspace = Workspace(chief_dir)
-    assert workspace.saved_epochs() == [1, 2] and [int(r["epoch"]) for r in read_history(workspace.history)] == [1, 2]
+    assert workspace.saved_epochs() == [1, 2] and [r.epoch for r in read_history(workspace.history)] == [1, 2]
     translated = subprocess.run(
         [sys.executable, "-m", "nmt_cli", "translate", "--model-dir", str(chief_dir), "a b c"],
         capture_output=True,
@@ -322,7 +325,7 @@ def test_mirrored_over_two_logical_cpus_trains_and_resumes(tmp_path, reversal_da
     mirrored, alone = tmp_path / "mirrored", tmp_path / "alone"
     assert "replicas in sync: 2" in run("mirrored", mirrored, 1)
     assert "resuming from the end of epoch 1" in run("mirrored", mirrored, 2)
-    assert [int(r["epoch"]) for r in read_history(Workspace(mirrored).history)] == [1, 2]
+    assert [r.epoch for r in read_history(Workspace(mirrored).history)] == [1, 2]
     assert "replicas in sync: 1" in run("none", alone, 1)
     # Each replica averages over its half of the batch, and the halves hold different numbers of
     # tokens, so the mean of their means is near the batch's mean, not equal to it: within 2%,

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from conftest import assert_one_line_error, nmt, reversal_pairs
+from nmt_cli.checkpoints import BestStamp
 from nmt_cli.datadir import DataDir
 from nmt_cli.engines.ctranslate2 import CTranslate2Engine
 from nmt_cli.export import STAMP, read_stamp
@@ -85,7 +86,7 @@ def test_training_exports_each_new_best_for_ctranslate2(trained_model):
     workspace = Workspace(trained_model("transformer"))
     stamp = read_stamp(workspace.export)
     assert stamp is not None and stamp.quantization == "int8" and stamp.checkpoint == "best"
-    assert stamp.epoch == workspace.best_epoch() and stamp.holds(workspace.best)
+    assert stamp.epoch == BestStamp.read(workspace).epoch and stamp.holds(workspace.best)
     assert {"model.bin", "spm.en.model", "spm.ja.model", "data-manifest.json"} <= {
         path.name for path in workspace.export.iterdir()
     }

@@ -13,8 +13,9 @@ from nmt_cli.config import load_config
 from nmt_cli.datadir import DataDir
 from nmt_cli.dataset import ParallelBatches
 from nmt_cli.errors import UserError
+from nmt_cli.history import COLUMNS, read_history
 from nmt_cli.plan import TrainRequest
-from nmt_cli.workspace import HISTORY_FIELDS, Workspace, read_history
+from nmt_cli.workspace import Workspace
 
 # The LSTM with attention: training's mechanics are the same for every architecture, and it is the
 # quickest to train.
@@ -114,7 +115,7 @@ def test_checkpoint_schedule_and_files(tmp_path, reversal_data):
     with open(workspace.history) as stream:
         rows = list(csv.DictReader(stream))
     assert [int(row["epoch"]) for row in rows] == [1, 2, 3]
-    assert tuple(rows[0]) == HISTORY_FIELDS
+    assert tuple(rows[0]) == COLUMNS
     assert all(float(row["tokens_per_second"]) > 0 and float(row["seconds"]) > 0 for row in rows)
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -123,7 +124,7 @@ def test_checkpoint_schedule_and_files(tmp_path, reversal_data):
         assert tags <= set(events.Tags()["scalars"]), side
         assert [event.step for event in events.Scalars("epoch_loss")] == [1, 2, 3]
     train_losses = [e.value for e in EventAccumulator(str(workspace.logs / "train")).Reload().Scalars("epoch_loss")]
-    assert train_losses == pytest.approx([row["loss"] for row in read_history(workspace.history)], rel=1e-5)
+    assert train_losses == pytest.approx([row.loss for row in read_history(workspace.history)], rel=1e-5)
     assert not list(model_dir.rglob("*.partial*"))
 
 
@@ -131,10 +132,10 @@ def test_resume_continues_at_the_next_epoch(tmp_path, reversal_data):
     model_dir = tmp_path / "model"
     first = _train(model_dir, reversal_data, epochs=2, save_every=1)
     resumed = _train(model_dir, None, epochs=3, save_every=1)
-    assert [row["epoch"] for row in resumed] == [1, 2, 3]
-    assert [row["loss"] for row in resumed[:2]] == pytest.approx([row["loss"] for row in first], rel=1e-5)
+    assert [row.epoch for row in resumed] == [1, 2, 3]
+    assert [row.loss for row in resumed[:2]] == pytest.approx([row.loss for row in first], rel=1e-5)
     assert Workspace(model_dir).saved_epochs() == [1, 2, 3]
-    assert [row["epoch"] for row in read_history(Workspace(model_dir).history)] == [1, 2, 3]
+    assert [row.epoch for row in read_history(Workspace(model_dir).history)] == [1, 2, 3]
     # The resumed epoch starts from the trained weights, not from scratch.
     assert resumed[2]["loss"] < first[0]["loss"]
 
@@ -159,7 +160,7 @@ def test_restart_starts_over(tmp_path, reversal_data):
     model_dir = tmp_path / "model"
     _train(model_dir, reversal_data, epochs=2, save_every=1)
     history = _train(model_dir, reversal_data, epochs=1, save_every=1, arch="seq2seq", restart=True)
-    assert [row["epoch"] for row in history] == [1]
+    assert [row.epoch for row in history] == [1]
     assert Workspace(model_dir).saved_epochs() == [1]
 
 
@@ -167,8 +168,8 @@ def test_same_seed_same_losses(tmp_path, reversal_data):
     first = _train(tmp_path / "a", reversal_data, epochs=2, save_every=2, seed=7)
     second = _train(tmp_path / "b", reversal_data, epochs=2, save_every=2, seed=7)
     other = _train(tmp_path / "c", reversal_data, epochs=1, save_every=1, seed=8)
-    assert [row["loss"] for row in first] == [row["loss"] for row in second]
-    assert [row["val_loss"] for row in first] == [row["val_loss"] for row in second]
+    assert [row.loss for row in first] == [row.loss for row in second]
+    assert [row.val_loss for row in first] == [row.val_loss for row in second]
     assert other[0]["loss"] != first[0]["loss"]
 
 
@@ -209,7 +210,7 @@ def test_the_data_directory_is_found_from_anywhere(tmp_path, reversal_data, monk
     monkeypatch.chdir(elsewhere)
     assert config.resolve_data_dir(project / "models/m") == (project / "data/prepared").resolve()
     history = _train(project / "models/m", None, epochs=2, save_every=1)  # resumes with the saved data
-    assert [row["epoch"] for row in history] == [1, 2]
+    assert [row.epoch for row in history] == [1, 2]
 
 
 def test_a_model_directory_from_before_keeps_its_data(tmp_path, reversal_data, monkeypatch):
@@ -241,7 +242,7 @@ def test_time_budget_stops_inside_an_epoch_and_a_resume_goes_on_from_there(tmp_p
     assert stopped.stopped_by == "time budget" and stopped.position == Position(0, 1)
     workspace = Workspace(model_dir)
     assert resume_points(workspace)[0] == (Position(0, 1), workspace.resume_checkpoint)
-    assert workspace.best.exists() and [row["epoch"] for row in stopped.history] == [1]
+    assert workspace.best.exists() and [row.epoch for row in stopped.history] == [1]
 
     reporter = RecordingReporter()
     finished = run_training(TrainRequest(model_dir, None, {}, {"time_budget": 0.0}), reporter)
@@ -250,7 +251,7 @@ def test_time_budget_stops_inside_an_epoch_and_a_resume_goes_on_from_there(tmp_p
     plan = len(ParallelBatches(*DataDir(reversal_data).load_split("train"), 32, 1234, shuffle=True).plan(0))
     assert first_epoch["total"] == first_epoch["done"] == plan - 1  # the batches the first run had not reached
     assert second_epoch["done"] == plan
-    assert [row["epoch"] for row in read_history(workspace.history)] == [1, 2]
+    assert [row.epoch for row in read_history(workspace.history)] == [1, 2]
     assert not workspace.resume_checkpoint.exists() and not workspace.resume_stamp.exists()
     assert any("resuming from epoch 1, batch 1" in note for note in reporter.notes)
 
@@ -260,7 +261,7 @@ def test_validation_bleu_is_recorded_and_picks_the_best(tmp_path, reversal_data)
 
     model_dir = tmp_path / "model"
     history = _train(model_dir, reversal_data, epochs=3, save_every=3, best_by="bleu", learning_rate=0.01)
-    bleus = [row["val_bleu"] for row in history]
+    bleus = [row.val_bleu for row in history]
     assert all(0 <= bleu <= 100 for bleu in bleus)
     stamp = json.loads(Workspace(model_dir).best_stamp.read_text())
     assert stamp["by"] == "bleu" and stamp["figure"] == max(bleus)
@@ -274,3 +275,15 @@ def test_patience_stops_when_the_figure_stops_improving(tmp_path, reversal_data)
     )
     assert len(history) == 3
     assert Workspace(tmp_path / "model").saved_epochs() == [3]
+
+
+def test_mixed_float16_is_refused_on_a_cpu(tmp_path, reversal_data):
+    """A CPU has no float16 arithmetic: such a run crawled and heard SIGTERM only between steps."""
+    import tensorflow as tf
+
+    if tf.config.list_physical_devices("GPU"):
+        pytest.skip("a GPU is where mixed_float16 belongs")
+    training = {"epochs": 1, "precision": "mixed_float16"}
+    request = TrainRequest(model_dir=tmp_path / "model", data_dir=reversal_data, model=SMALL, training=training)
+    with pytest.raises(UserError, match="mixed_float16 needs a GPU; on a CPU use mixed_bfloat16 or float32"):
+        run_training(request)

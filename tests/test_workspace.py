@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from nmt_cli.errors import UserError
-from nmt_cli.workspace import Workspace, read_history
+from nmt_cli.history import read_history
+from nmt_cli.workspace import Workspace
 
 
 def touch(path):

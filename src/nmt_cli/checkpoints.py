@@ -7,7 +7,8 @@ of every epoch, in this order:
 2. if the epoch is the best so far (highest validation BLEU, or lowest validation loss, as
    `--best-by` says): `checkpoints/best.keras`, the inference models `encoder.keras` and
    `decoder.keras`, then `checkpoints/best.json` naming the epoch, its position and its figure,
-   then (for a Transformer) its CTranslate2 export `ctranslate2/`, stamped with best.keras' digest;
+   then whatever the run asks of a new best (`after_best`: training exports a Transformer's to
+   CTranslate2, `ctranslate2/`, stamped with best.keras' digest);
 3. every `save_every` epochs, and after the run's last: `checkpoints/epoch-N.keras`.
 
 At the end of an epoch that saves neither `epoch-N.keras` nor `best.keras`, and when a run
@@ -30,16 +31,16 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from nmt_cli import files
-from nmt_cli.export import export
-from nmt_cli.workspace import Workspace, write_history
+from nmt_cli.history import HistoryRow, best_row, write_history
+from nmt_cli.workspace import Workspace
 
 if TYPE_CHECKING:
-    from nmt_cli.config import ModelConfig
     from nmt_cli.models.base import Seq2SeqModels
 
 
@@ -67,6 +68,97 @@ def _read_json(path: Path) -> dict | None:
     return value if isinstance(value, dict) else None
 
 
+@dataclass(frozen=True, kw_only=True)
+class _Stamp:
+    """What makes a set of saved files count: the digests of the files saved together, and
+    whether the save that wrote them is unfinished (see `_save_together`)."""
+
+    sha256: dict[str, str] | None = None
+    unfinished: bool = False
+
+    def _marks(self) -> dict:
+        return {"sha256": self.sha256, **({"committing": True} if self.unfinished else {})}
+
+    @staticmethod
+    def _marks_of(raw: dict) -> dict:
+        digests = raw.get("sha256")
+        ok = isinstance(digests, dict) and all(isinstance(v, str) for v in digests.values())
+        return {"sha256": digests if ok else None, "unfinished": bool(raw.get("committing"))}
+
+
+@dataclass(frozen=True)
+class BestStamp(_Stamp):
+    """`checkpoints/best.json`: where best.keras' weights were saved, the epoch whose history row
+    made them the best and by which figure. A stamp from before digests names only the epoch:
+    its files may not belong together."""
+
+    position: Position | None
+    epoch: int | None
+    by: str | None = None
+    figure: float | None = None
+
+    @staticmethod
+    def files_of(workspace: Workspace) -> tuple[Path, tuple[Path, ...]]:
+        """The stamp's path, and the files it covers."""
+        return workspace.best_stamp, (workspace.best, workspace.encoder, workspace.decoder)
+
+    @property
+    def complete(self) -> bool:
+        return self.position is not None and self.sha256 is not None and not self.unfinished
+
+    def holds_end_of(self, epoch: int) -> bool:
+        """Whether best.keras holds the weights `epoch-N.keras` of that epoch holds."""
+        return self.position == Position(epoch)
+
+    def to_json(self) -> dict:
+        return {"epoch": self.epoch, "position": self.position.to_json(), "by": self.by, "figure": self.figure} | (
+            self._marks()
+        )
+
+    @classmethod
+    def read(cls, workspace: Workspace) -> BestStamp | None:
+        raw = _read_json(workspace.best_stamp)
+        if raw is None:
+            return None
+        if raw.get("saving"):  # how a save under way was marked before staged files
+            return cls(None, None, unfinished=True)
+        try:
+            epoch = int(raw["epoch"])
+            position = Position(**raw["position"]) if "position" in raw else Position(epoch)
+        except (KeyError, TypeError, ValueError):
+            return None
+        figure = raw.get("figure")
+        figure = float(figure) if isinstance(figure, (int, float)) else None
+        return cls(position, epoch, raw.get("by"), figure, **cls._marks_of(raw))
+
+
+@dataclass(frozen=True)
+class ResumeStamp(_Stamp):
+    """`checkpoints/resume.json`: the position resume.keras was saved at, and what that epoch's
+    figures added up to by then (for its history row)."""
+
+    position: Position
+    epoch_so_far: dict | None = None
+
+    @staticmethod
+    def files_of(workspace: Workspace) -> tuple[Path, tuple[Path, ...]]:
+        return workspace.resume_stamp, (workspace.resume_checkpoint,)
+
+    def to_json(self) -> dict:
+        carried = {"epoch_so_far": self.epoch_so_far} if self.epoch_so_far else {}
+        return self.position.to_json() | carried | self._marks()
+
+    @classmethod
+    def read(cls, workspace: Workspace) -> ResumeStamp | None:
+        raw = _read_json(workspace.resume_stamp)
+        try:
+            position = Position(int(raw["epochs"]), int(raw["batches"]))
+        except (KeyError, TypeError, ValueError):
+            return None
+        carried = raw.get("epoch_so_far")
+        return cls(position, carried if isinstance(carried, dict) else None, **cls._marks_of(raw))
+
+
 def resume_points(workspace: Workspace) -> list[tuple[Position, Path]]:
     """Every saved position with its checkpoint file, the newest first.
 
@@ -77,40 +169,46 @@ def resume_points(workspace: Workspace) -> list[tuple[Position, Path]]:
     best = complete_best_position(workspace)
     if best is not None and workspace.best.is_file():
         points.append((best, workspace.best))
-    stamp = _read_json(workspace.resume_stamp)
-    if stamp is not None and not stamp.get("committing") and workspace.resume_checkpoint.is_file():
-        try:
-            points.append((Position(int(stamp["epochs"]), int(stamp["batches"])), workspace.resume_checkpoint))
-        except (KeyError, TypeError, ValueError):
-            pass
+    stamp = ResumeStamp.read(workspace)
+    if stamp is not None and not stamp.unfinished and workspace.resume_checkpoint.is_file():
+        points.append((stamp.position, workspace.resume_checkpoint))
     return sorted(points, reverse=True)
 
 
 def epoch_so_far(workspace: Workspace, position: Position) -> dict | None:
     """What the resume point at `position` (inside an epoch) carries of that epoch's figures."""
-    stamp = _read_json(workspace.resume_stamp) or {}
-    if Position(stamp.get("epochs", -1), stamp.get("batches", -1)) != position:
-        return None
-    carried = stamp.get("epoch_so_far")
-    return carried if isinstance(carried, dict) else None
+    stamp = ResumeStamp.read(workspace)
+    return stamp.epoch_so_far if stamp is not None and stamp.position == position else None
 
 
 def best_position(workspace: Workspace) -> Position | None:
     """Where the weights of best.keras were saved (stamps from before positions: an epoch's end)."""
-    stamp = _read_json(workspace.best_stamp)
-    try:
-        return Position(**stamp["position"]) if "position" in stamp else Position(int(stamp["epoch"]))
-    except (KeyError, TypeError, ValueError):
-        return None
+    stamp = BestStamp.read(workspace)
+    return stamp.position if stamp is not None else None
 
 
 def complete_best_position(workspace: Workspace) -> Position | None:
     """Where best.keras was saved, if its stamp says the save completed (it lists the digests of
     the files saved together); None for a save cut short, or a stamp from before digests."""
-    stamp = _read_json(workspace.best_stamp)
-    if stamp is None or stamp.get("saving") or stamp.get("committing") or "sha256" not in stamp:
-        return None
-    return best_position(workspace)
+    stamp = BestStamp.read(workspace)
+    return stamp.position if stamp is not None and stamp.complete else None
+
+
+def epoch_held_by(workspace: Workspace, checkpoint: Path) -> int | None:
+    """The epoch whose history row a checkpoint's weights belong to (best.keras: its stamp's)."""
+    if checkpoint == workspace.best:
+        stamp = BestStamp.read(workspace)
+        return stamp.epoch if stamp is not None else None
+    return workspace.epoch_of(checkpoint)
+
+
+def inference_models_of_best(workspace: Workspace) -> bool:
+    """Whether encoder.keras and decoder.keras are the ones saved with best.keras."""
+    stamp = BestStamp.read(workspace)
+    if stamp is None or not stamp.complete:
+        return False
+    paths = (workspace.encoder, workspace.decoder)
+    return all(path.is_file() and files.sha256(path) == stamp.sha256.get(path.name) for path in paths)
 
 
 def _staged(path: Path) -> Path:
@@ -118,46 +216,44 @@ def _staged(path: Path) -> Path:
     return path.with_name(f".{path.stem}.next{path.suffix}")
 
 
-def _stamped_sets(workspace: Workspace) -> tuple[tuple[Path, tuple[Path, ...]], ...]:
-    best = (workspace.best, workspace.encoder, workspace.decoder)
-    return (workspace.best_stamp, best), (workspace.resume_stamp, (workspace.resume_checkpoint,))
-
-
-def _save_together(stamp_path: Path, saves: list[tuple[object, Path]], stamp: dict) -> dict[str, str]:
-    """Save models as one set with the stamp that makes them count, and return their digests.
+def _save_together(stamp: BestStamp | ResumeStamp, workspace: Workspace, models: list) -> dict[str, str]:
+    """Save `models` as the set of files `stamp` covers, with the stamp, and return their digests.
 
     Each file is written whole under a staged name; the stamp then names the new set with its
-    digests, marked "committing"; only then do the files move into place, and the mark goes. A
+    digests, marked unfinished; only then do the files move into place, and the mark goes. A
     kill before that stamp leaves the previous set whole; a kill after it leaves a set the next
     run completes (`finish_saves`).
     """
-    digests = {}
-    for model, path in saves:
+    _, paths = stamp.files_of(workspace)
+    for model, path in zip(models, paths, strict=True):
         files.save_model(model, _staged(path))
-        digests[path.name] = files.sha256(_staged(path))
-    files.write_text(stamp_path, json.dumps({**stamp, "sha256": digests, "committing": True}) + "\n")
-    _move_in(stamp_path, [path for _, path in saves], {**stamp, "sha256": digests})
-    return digests
+    stamp = replace(stamp, sha256={path.name: files.sha256(_staged(path)) for path in paths}, unfinished=True)
+    _write(stamp, workspace)
+    _move_in(replace(stamp, unfinished=False), workspace)
+    return stamp.sha256
 
 
-def _move_in(stamp_path: Path, paths: list[Path], stamp: dict) -> None:
-    for path in paths:
+def _write(stamp: BestStamp | ResumeStamp, workspace: Workspace) -> None:
+    files.write_text(stamp.files_of(workspace)[0], json.dumps(stamp.to_json()) + "\n")
+
+
+def _move_in(stamp: BestStamp | ResumeStamp, workspace: Workspace) -> None:
+    for path in stamp.files_of(workspace)[1]:
         if _staged(path).exists():
             files.commit(_staged(path), path)
-    files.write_text(stamp_path, json.dumps(stamp) + "\n")
+    _write(stamp, workspace)
 
 
 def finish_saves(workspace: Workspace) -> None:
     """Complete the saves a kill cut short once their stamps had named the new files, and remove
     the staged files of saves cut short before: run by the process that trains a directory, under
     its lock, before it looks for resume points."""
-    for stamp_path, paths in _stamped_sets(workspace):
-        stamp = _read_json(stamp_path)
-        if stamp is not None and stamp.pop("committing", False):
-            digests = stamp.get("sha256") if isinstance(stamp.get("sha256"), dict) else {}
-            newest = {path: _staged(path) if _staged(path).exists() else path for path in paths}
-            if all(file.is_file() and files.sha256(file) == digests.get(path.name) for path, file in newest.items()):
-                _move_in(stamp_path, list(paths), stamp)
+    for kind in (BestStamp, ResumeStamp):
+        stamp, (_, paths) = kind.read(workspace), kind.files_of(workspace)
+        if stamp is not None and stamp.unfinished and stamp.sha256 is not None:
+            newest = {path.name: _staged(path) if _staged(path).exists() else path for path in paths}
+            if all(file.is_file() and files.sha256(file) == stamp.sha256.get(name) for name, file in newest.items()):
+                _move_in(replace(stamp, unfinished=False), workspace)
         for path in paths:
             _staged(path).unlink(missing_ok=True)
 
@@ -177,9 +273,8 @@ def forget_after(workspace: Workspace, position: Position) -> None:
     """A resume from `position` drops what came later: a best model (or one whose save a kill cut
     short), a newer resume point. Checkpoints of later epochs did not load (or the resume would
     have started there): they are renamed `*.unloadable`, out of the way but not deleted."""
-    stamp = _read_json(workspace.best_stamp) or {}
-    best = best_position(workspace)
-    if stamp.get("saving") or stamp.get("committing") or (best is not None and best > position):
+    stamp = BestStamp.read(workspace)
+    if stamp is not None and (stamp.unfinished or stamp.position > position):
         for path in (workspace.best_stamp, workspace.best, workspace.encoder, workspace.decoder):
             path.unlink(missing_ok=True)
     for epoch in workspace.saved_epochs():
@@ -192,11 +287,6 @@ def forget_after(workspace: Workspace, position: Position) -> None:
         workspace.resume_checkpoint.unlink(missing_ok=True)
 
 
-def figure_of(row: dict[str, float], best_by: str) -> float:
-    """The figure `--best-by` ranks epochs by, as a score where higher is better."""
-    return row["val_bleu"] if best_by == "bleu" else -row["val_loss"]
-
-
 class CheckpointPolicy:
     """Writes the files above; `history` holds the rows of the epochs before the run's start."""
 
@@ -204,34 +294,31 @@ class CheckpointPolicy:
         self,
         workspace: Workspace,
         models: Seq2SeqModels,
-        history: list[dict],
+        history: list[HistoryRow],
         save_every: int,
         best_by: str,
         writes: bool = True,
-        export: ModelConfig | None = None,
+        after_best: Callable[[BestStamp], None] | None = None,
     ):
         self.workspace, self.models, self.history = workspace, models, history
-        self.export = export  # the model's options, when each new best is also exported to CTranslate2
+        self.after_best = after_best  # what else a new best brings (training exports it to CTranslate2)
         self.save_every, self.best_by = save_every, best_by
         self.writes = writes  # False for every worker but the chief: it keeps count, writes nothing
-        figures = [figure_of(row, best_by) for row in history]
-        figures = [f for f in figures if not math.isnan(f)]
+        best = best_row(history, best_by)
         # Without best.keras (a resume dropped it) the next epoch is the best there is.
-        self.best = max(figures, default=-math.inf) if workspace.best.exists() else -math.inf
+        self.best = best.figure(best_by) if best is not None and workspace.best.exists() else -math.inf
         self.epochs_since_best = 0
 
-    def improves(self, row: dict[str, float]) -> bool:
-        return figure_of(row, self.best_by) > self.best
+    def improves(self, row: HistoryRow) -> bool:
+        return row.figure(self.best_by) > self.best
 
-    def epoch_end(
-        self, row: dict[str, float], position: Position, last: bool, epoch_so_far: dict | None = None
-    ) -> None:
+    def epoch_end(self, row: HistoryRow, position: Position, last: bool, epoch_so_far: dict | None = None) -> None:
         """Record an epoch (or, at a position inside an epoch, the part of it that ran, whose
         figures so far `epoch_so_far` holds for the resumed run)."""
         self.history.append(row)
         improves = self.improves(row)
         self.best, self.epochs_since_best = (
-            (figure_of(row, self.best_by), 0) if improves else (self.best, self.epochs_since_best + 1)
+            (row.figure(self.best_by), 0) if improves else (self.best, self.epochs_since_best + 1)
         )
         if not self.writes:
             return
@@ -248,25 +335,11 @@ class CheckpointPolicy:
             # Every epoch end is a resume point, so that a kill costs at most the epoch under way.
             self.save_resume_point(position)
 
-    def _save_best(self, row: dict[str, float], position: Position) -> None:
-        stamp = {"epoch": int(row["epoch"]), "position": position.to_json(), "by": self.best_by, "figure": self.best}
-        saves = [(self.models.training, self.workspace.best), *self._inference_files()]
-        saved = _save_together(self.workspace.best_stamp, saves, stamp)
-        if self.export is not None:
-            # Its stamp names best.keras' digest: if a later best.keras is not exported (a kill), the
-            # export no longer matches it, and translation uses the Keras engine until it does.
-            export(
-                self.models.training,
-                self.export,
-                self.workspace,
-                self.workspace.best,
-                "best",
-                int(row["epoch"]),
-                checkpoint_sha256=saved[self.workspace.best.name],
-            )
-
-    def _inference_files(self):
-        return ((self.models.encoder, self.workspace.encoder), (self.models.decoder, self.workspace.decoder))
+    def _save_best(self, row: HistoryRow, position: Position) -> None:
+        stamp = BestStamp(position, row.epoch, self.best_by, self.best)
+        saved = _save_together(stamp, self.workspace, [self.models.training, self.models.encoder, self.models.decoder])
+        if self.after_best is not None:
+            self.after_best(replace(stamp, sha256=saved))
 
     def save_epoch(self, position: Position) -> None:
         """The checkpoint of a complete epoch, if not saved yet; a resume point it passes goes."""
@@ -286,6 +359,5 @@ class CheckpointPolicy:
         `epoch_so_far` (what the epoch's figures add up to by then, for its row)."""
         if not self.writes:
             return self.workspace.resume_checkpoint
-        stamp = {**position.to_json(), **({"epoch_so_far": epoch_so_far} if epoch_so_far else {})}
-        _save_together(self.workspace.resume_stamp, [(self.models.training, self.workspace.resume_checkpoint)], stamp)
+        _save_together(ResumeStamp(position, epoch_so_far), self.workspace, [self.models.training])
         return self.workspace.resume_checkpoint

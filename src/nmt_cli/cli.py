@@ -17,14 +17,17 @@ from collections.abc import Callable
 from contextlib import ExitStack, nullcontext
 from dataclasses import MISSING, Field, fields
 from pathlib import Path
-from typing import Any, get_type_hints
+from typing import Any, Literal, get_type_hints
 
 import typer
+from typer._click.exceptions import NoArgsIsHelpError, UsageError
 from typer.core import TyperCommand, TyperGroup
 
 from nmt_cli import __version__
 from nmt_cli.config import (
+    MODEL,
     MODEL_OPTIONS,
+    PANELS,
     EvaluateOptions,
     ExportOptions,
     ModelConfig,
@@ -75,8 +78,6 @@ app = typer.Typer(
 def _help(item: Field) -> str:
     rules = rules_of(item)
     text = rules.help
-    if rules.choices:
-        text += f" One of: {', '.join(rules.choices)}."
     if rules.archs:
         text += f" (--arch {' or '.join(rules.archs)})"
     if rules.default_text is not None:
@@ -97,10 +98,11 @@ def _help(item: Field) -> str:
 
 
 def _parameters(
-    cls: type, *, only: tuple[str, ...] | None = None, track_given: bool = False
+    cls: type, *, only: tuple[str, ...] | None = None, track_given: bool = False, panel: str | None = None
 ) -> list[inspect.Parameter]:
-    """One command-line option per field of `cls`. With `track_given`, an option the user did
-    not give arrives as None, so a saved or file value can take its place."""
+    """One command-line option per field of `cls`, listed by --help in its panel (else `panel`).
+    With `track_given`, an option the user did not give arrives as None, so a saved or file value
+    can take its place."""
     hints = get_type_hints(cls)
     parameters = []
     for item in fields(cls):
@@ -110,35 +112,40 @@ def _parameters(
         is_flag = hints[item.name] is bool
         declarations = [rules.flag or cli_name(item.name)]
         default = None if track_given else (item.default if item.default is not MISSING else None)
-        annotation = hints[item.name] | None if track_given or default is None else hints[item.name]
+        kind = Literal[rules.choices] if rules.choices else hints[item.name]  # --help and completion offer them
+        annotation = kind | None if track_given or default is None else kind
+        option = typer.Option(
+            default,
+            *declarations,
+            help=_help(item),
+            show_default=False,
+            metavar="" if is_flag else None,
+            rich_help_panel=rules.panel or panel,
+        )
         parameters.append(
-            inspect.Parameter(
-                item.name,
-                inspect.Parameter.KEYWORD_ONLY,
-                default=typer.Option(
-                    default, *declarations, help=_help(item), show_default=False, metavar="" if is_flag else None
-                ),
-                annotation=annotation,
-            )
+            inspect.Parameter(item.name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=annotation)
         )
     return parameters
 
 
-def _takes(*groups: list[inspect.Parameter]) -> Callable:
+def _with_options(*groups: list[inspect.Parameter]) -> Callable:
     """Give a `def command(**values)` the parameters Typer reads its options from."""
 
     def decorate(function: Callable) -> Callable:
-        function.__signature__ = inspect.Signature([p for group in groups for p in group])
+        parameters = [p for group in groups for p in group]
+        # --help lists the panels in the order of their first options: the general ones first.
+        parameters.sort(key=lambda p: (PANELS.index(p.default.rich_help_panel) + 1) if p.default.rich_help_panel else 0)
+        function.__signature__ = inspect.Signature(parameters)
         return function
 
     return decorate
 
 
-def _of(cls: type, values: dict[str, Any]) -> Any:
+def _options_from(cls: type, values: dict[str, Any]) -> Any:
     return cls(**{item.name: values[item.name] for item in fields(cls) if item.name in values})
 
 
-def _given(values: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
+def _given_by_user(values: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
     return {name: values[name] for name in names if values.get(name) is not None}
 
 
@@ -169,21 +176,21 @@ def _root(
 
 
 @app.command(cls=_Command)
-@_takes(_parameters(PrepareOptions))
+@_with_options(_parameters(PrepareOptions))
 def prepare(**values: Any) -> None:
     """Download or read a parallel corpus, train tokenizers and encode every split."""
     from nmt_cli import console
     from nmt_cli.prepare import prepare as run_prepare
 
-    options = _of(PrepareOptions, values)
+    options = _options_from(PrepareOptions, values)
     result = run_prepare(options, console.RichReporter())
     console.stdout.print(console.prepare_summary(result.manifest, result.rebuilt, str(options.data_dir)))
 
 
 @app.command(cls=_Command)
-@_takes(
+@_with_options(
     _parameters(TrainOptions),
-    _parameters(ModelConfig, only=MODEL_OPTIONS, track_given=True),
+    _parameters(ModelConfig, only=MODEL_OPTIONS, track_given=True, panel=MODEL),
     _parameters(TrainingConfig, track_given=True),
 )
 def train(**values: Any) -> None:
@@ -195,9 +202,9 @@ def train(**values: Any) -> None:
     from nmt_cli.plan import TrainRequest, plan_training
     from nmt_cli.workspace import Workspace
 
-    options = _of(TrainOptions, values)
+    options = _options_from(TrainOptions, values)
     chosen = read_options_file(options.config) if options.config else {}
-    chosen.update(_given(values, (*MODEL_OPTIONS, *(item.name for item in fields(TrainingConfig)))))
+    chosen.update(_given_by_user(values, (*MODEL_OPTIONS, *(item.name for item in fields(TrainingConfig)))))
     model_options, training_options = split_options(chosen)
     data_dir = options.data_dir or (Path(chosen["data_dir"]) if "data_dir" in chosen else None)
     # Several workers train one model: the chief holds the directory, the others never write to it.
@@ -230,16 +237,17 @@ def _run_training(plan, started: float, options: TrainOptions):
 
 
 @app.command(cls=_Command)
-@_takes(_parameters(EvaluateOptions))
+@_with_options(_parameters(EvaluateOptions))
 def evaluate(**values: Any) -> None:
     """Translate a split and score it with sacreBLEU (BLEU and chrF)."""
     import json
 
     from nmt_cli import console
+    from nmt_cli.checkpoints import BestStamp
     from nmt_cli.datadir import DataDir
     from nmt_cli.workspace import Workspace
 
-    options = _of(EvaluateOptions, values)
+    options = _options_from(EvaluateOptions, values)
     options.validate()
     if options.hypotheses is not None:
         from nmt_cli.evaluation import score_files
@@ -282,7 +290,7 @@ def evaluate(**values: Any) -> None:
         payload = [r.to_dict() for r in results] if options.all_checkpoints else results[0].to_dict()
         console.stdout.print_json(json.dumps(payload))
     elif options.all_checkpoints:
-        table = console.checkpoint_table(results, workspace.best_epoch(), model.config.training.best_by)
+        table = console.checkpoint_table(results, BestStamp.read(workspace), model.config.training.best_by)
         console.stdout.print(table)
         console.say(f"BLEU {results[0].scores.bleu_signature}")
     else:
@@ -290,14 +298,14 @@ def evaluate(**values: Any) -> None:
 
 
 @app.command(cls=_Command)
-@_takes(_parameters(ExportOptions))
+@_with_options(_parameters(ExportOptions))
 def export(**values: Any) -> None:
     """Write a Transformer checkpoint as a CTranslate2 model: translation without TensorFlow."""
     from nmt_cli import console
     from nmt_cli.export import check_exportable
     from nmt_cli.workspace import Workspace
 
-    options = _of(ExportOptions, values)
+    options = _options_from(ExportOptions, values)
     options.validate()
     workspace = Workspace(options.model_dir)
     workspace.resolve_checkpoint(options.checkpoint)
@@ -315,14 +323,14 @@ def export(**values: Any) -> None:
 
 
 @app.command(cls=_Command)
-@_takes(_parameters(SummaryOptions), _parameters(ModelConfig, only=MODEL_OPTIONS, track_given=True))
+@_with_options(_parameters(SummaryOptions), _parameters(ModelConfig, only=MODEL_OPTIONS, track_given=True))
 def summary(**values: Any) -> None:
     """Show a model's layers, shapes, parameter counts, vocabulary and training history."""
     from nmt_cli import console
     from nmt_cli.summary import check_sources
 
-    options = _of(SummaryOptions, values)
-    model_options = _given(values, MODEL_OPTIONS)
+    options = _options_from(SummaryOptions, values)
+    model_options = _given_by_user(values, MODEL_OPTIONS)
     check_sources(options, model_options)
 
     _load_tensorflow()
@@ -348,12 +356,12 @@ _TEXTS = inspect.Parameter(
 
 
 @app.command(cls=_Command)
-@_takes([_TEXTS], _parameters(TranslateOptions))
+@_with_options([_TEXTS], _parameters(TranslateOptions))
 def translate(texts: list[str] | None = None, **values: Any) -> None:
     """Translate text given as arguments, a file, or lines on stdin."""
     from nmt_cli.trained import TrainedModel
 
-    options = _of(TranslateOptions, values)
+    options = _options_from(TranslateOptions, values)
     options.validate()
     if texts and options.input:
         raise UserError("give sentences as arguments or --input FILE, not both")
@@ -453,13 +461,26 @@ class _ClosedStdout(io.TextIOBase):
 
 
 def main() -> None:
+    _leave(run())
+
+
+def run() -> int | str | None:
+    """Run the command `sys.argv` names and return its exit status; a mistake is one line."""
     code: int | str | None = 0
     if sys.stdout is None:  # Python's stand-in for a closed file descriptor 1
         sys.stdout = _ClosedStdout()
     try:
-        app()
+        code = app(standalone_mode=False)
     except SystemExit as done:
         code = done.code
+    except NoArgsIsHelpError as help_asked:
+        help_asked.show()
+        code = help_asked.exit_code
+    except UsageError as mistake:  # an option Typer could not read: one line, as for every mistake
+        message = mistake.format_message().replace("Value error, ", "").rstrip(".")
+        where = f"; see `{mistake.ctx.command_path} --help`" if mistake.ctx is not None else ""
+        print(f"error: {message}{where}", file=sys.stderr)
+        code = mistake.exit_code
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         code = error.exit_code
@@ -468,15 +489,15 @@ def main() -> None:
         where = f"{error.filename}: " if error.filename else ""
         print(f"error: {where}{error.strerror or error}", file=sys.stderr)
         code = 2
-    _leave(code)
+    return code
 
 
 def _leave(code: int | str | None) -> None:
     """Exit; once TensorFlow is loaded, skip interpreter teardown.
 
-    Tearing down an interpreter that holds TensorFlow takes about 0.6 s here, a fifth of a
-    one-sentence `nmt translate`. Every file we wrote is closed by now, so only the standard
-    streams need flushing.
+    Tearing down an interpreter that holds TensorFlow is a noticeable share of a one-sentence
+    `nmt translate` (bench/translate_speed.py). Every file we wrote is closed by now, so only
+    the standard streams need flushing.
     """
     if "tensorflow" not in sys.modules:
         sys.exit(code)

@@ -20,15 +20,23 @@ from pathlib import Path
 from typing import Any, get_type_hints
 
 from nmt_cli import __version__
+from nmt_cli.architectures import ARCHITECTURE_NAMES, ARCHITECTURES, SCHEDULES, defaults_of, taking
 from nmt_cli.distribute import DEFAULT_CLUSTER_TIMEOUT, STRATEGIES
 from nmt_cli.engines import ENGINES
 from nmt_cli.errors import UserError
-from nmt_cli.models import ARCHITECTURE_NAMES
 
 # How `nmt export` stores weights; int8 is what CPUs run fastest (README: its cost in BLEU).
 QUANTIZATIONS = ("int8", "int8_float32", "float32")
 DEFAULT_QUANTIZATION = "int8"
 DEFAULT_DATA_DIR = Path("data/prepared")
+# The groups `nmt train --help` lists its options in, in this order after the general ones.
+PANELS = MODEL, BATCHES, OPTIMISATION, SAVING, PLACEMENT = (
+    "Model",
+    "Data and batches",
+    "Optimisation",
+    "Saving and stopping",
+    "Precision and distribution",
+)
 DEFAULT_MODEL_DIR = Path("models/default")
 
 
@@ -45,6 +53,7 @@ class Rules:
     archs: tuple[str, ...] = ()  # the architectures the option applies to; empty: all
     by_arch: dict[str, Any] | None = None  # the default of each architecture, where it differs (field default: None)
     default_text: str | None = None  # how --help states the default, where the value alone would not say it
+    panel: str | None = None  # the group --help lists it in
 
     def default_for(self, arch: str) -> Any:
         return (self.by_arch or {}).get(arch)
@@ -122,8 +131,6 @@ def _number(value: float) -> str:
 # The model and how it is trained: saved in config.json
 # ------------------------------------------------------------------------------------------------
 
-RNN_ARCHS = ("seq2seq", "attention")
-
 
 def fill_arch_defaults(options: Any, arch: str) -> None:
     """Give every option left at None the default of `arch` (see `Rules.by_arch`)."""
@@ -137,28 +144,26 @@ def fill_arch_defaults(options: Any, arch: str) -> None:
 class ModelConfig:
     arch: str = option("transformer", "The architecture.", choices=ARCHITECTURE_NAMES)
     units: int = option(256, "LSTM units, or the Transformer's width (d_model).", minimum=1)
-    embedding_dim: int = option(256, "Embedding size.", minimum=1, archs=RNN_ARCHS)
+    embedding_dim: int = option(256, "Embedding size.", minimum=1, archs=taking("embedding_dim"))
     layers: int | None = option(
         None,
         "Layers in the encoder and in the decoder.",
         minimum=1,
-        by_arch={"seq2seq": 1, "attention": 1, "transformer": 3},
+        by_arch=defaults_of("layers"),
     )
-    heads: int = option(4, "Attention heads.", minimum=1, archs=("transformer",))
-    ff_units: int = option(1024, "Width of each feed-forward block.", minimum=1, archs=("transformer",))
+    heads: int = option(4, "Attention heads.", minimum=1, archs=taking("heads"))
+    ff_units: int = option(1024, "Width of each feed-forward block.", minimum=1, archs=taking("ff_units"))
     tie_embeddings: bool = option(
         False,
         "Score the target vocabulary with the decoder's embedding matrix instead of a separate output layer.",
         flag="--tie-embeddings/--untied-embeddings",
-        archs=("transformer",),
+        archs=taking("tie_embeddings"),
     )
-    dropout: float | None = option(
-        None, "Dropout rate.", minimum=0.0, below=1.0, by_arch={"seq2seq": 0.2, "attention": 0.2, "transformer": 0.1}
-    )
+    dropout: float | None = option(None, "Dropout rate.", minimum=0.0, below=1.0, by_arch=defaults_of("dropout"))
     bidirectional: bool = option(
-        False, "A bidirectional encoder.", flag="--bidirectional/--unidirectional", archs=("attention",)
+        False, "A bidirectional encoder.", flag="--bidirectional/--unidirectional", archs=taking("bidirectional")
     )
-    attention: str = option("luong", "The attention score.", choices=("luong", "bahdanau"), archs=("attention",))
+    attention: str = option("luong", "The attention score.", choices=("luong", "bahdanau"), archs=taking("attention"))
     source_vocab_size: int = option(0, "Source vocabulary size (from the prepared data).", minimum=0)
     target_vocab_size: int = option(0, "Target vocabulary size (from the prepared data).", minimum=0)
 
@@ -177,7 +182,7 @@ class ModelConfig:
             raise UserError("vocabulary sizes must be at least 1: take them from a prepared --data-dir")
         if self.bidirectional and self.units % 2:
             raise UserError("--bidirectional splits --units between two directions: give an even number")
-        if self.arch == "transformer" and self.units % (2 * self.heads):
+        if "heads" in ARCHITECTURES[self.arch].own_options and self.units % (2 * self.heads):
             raise UserError(
                 f"--units {self.units} must split evenly into --heads {self.heads} heads of even width "
                 f"(a multiple of {2 * self.heads})"
@@ -192,67 +197,81 @@ MAX_EPOCHS = 1_000_000
 
 @dataclass
 class TrainingConfig:
-    epochs: int = option(20, "Total epochs, counting those already done.", minimum=1, maximum=MAX_EPOCHS)
+    epochs: int = option(20, "Total epochs, counting those already done.", minimum=1, maximum=MAX_EPOCHS, panel=SAVING)
     save_every: int = option(
-        5, "Save a checkpoint every N epochs; the last is always saved.", minimum=1, maximum=MAX_EPOCHS
+        5, "Save a checkpoint every N epochs; the last is always saved.", minimum=1, maximum=MAX_EPOCHS, panel=SAVING
     )
     time_budget: float = option(
         0.0,
         "Stop after this many minutes of wall clock, validation included, with a resumable checkpoint; "
         "a resumed run gets the budget afresh. 0: no limit.",
         minimum=0.0,
+        panel=SAVING,
     )
-    batch_size: int = option(64, "Sentence pairs per batch (when --batch-tokens is 0).", minimum=1)
+    batch_size: int = option(64, "Sentence pairs per batch (when --batch-tokens is 0).", minimum=1, panel=BATCHES)
     batch_tokens: int | None = option(
         None,
         "Padded positions per batch: as many pairs as fit. 0: --batch-size pairs.",
         minimum=0,
-        by_arch={"seq2seq": 0, "attention": 0, "transformer": 4000},
+        by_arch=defaults_of("batch_tokens"),
+        panel=BATCHES,
     )
     learning_rate: float | None = option(
         None,
         "Adam's learning rate (the peak, after warm-up).",
         minimum=0.0,
-        by_arch={"seq2seq": 1e-3, "attention": 1e-3, "transformer": 1e-3},
+        by_arch=defaults_of("learning_rate"),
+        panel=OPTIMISATION,
     )
     schedule: str | None = option(
         None,
         "How the learning rate changes with the step count.",
-        choices=("constant", "inverse_sqrt"),
-        by_arch={"seq2seq": "constant", "attention": "constant", "transformer": "inverse_sqrt"},
+        choices=SCHEDULES,
+        by_arch=defaults_of("schedule"),
+        panel=OPTIMISATION,
     )
     warmup: int | None = option(
         None,
         "Steps of linear warm-up to the learning rate.",
         minimum=0,
-        by_arch={"seq2seq": 0, "attention": 0, "transformer": 800},
+        by_arch=defaults_of("warmup"),
+        panel=OPTIMISATION,
     )
-    clipnorm: float = option(1.0, "Clip each gradient to this norm; 0 turns clipping off.", minimum=0.0)
-    label_smoothing: float = option(0.1, "Label smoothing.", minimum=0.0, below=1.0)
+    clipnorm: float = option(
+        1.0, "Clip each gradient to this norm; 0 turns clipping off.", minimum=0.0, panel=OPTIMISATION
+    )
+    label_smoothing: float = option(0.1, "Label smoothing.", minimum=0.0, below=1.0, panel=OPTIMISATION)
     precision: str = option(
         "auto",
         "Keras' precision policy; the output layer and softmax stay float32. auto: mixed precision on a GPU "
         "(float16 on GPUs without bfloat16), mixed bfloat16 for the Transformer on a CPU with bfloat16 "
         "instructions, else float32.",
         choices=PRECISIONS,
+        panel=PLACEMENT,
     )
     best_by: str = option(
         "bleu",
         "Which validation figure picks checkpoints/best.keras: dev BLEU (greedy search, computed every epoch) "
         "or loss (BLEU is then not computed).",
         choices=("bleu", "loss"),
+        panel=SAVING,
     )
     patience: int = option(
-        0, "Stop once the --best-by figure has not improved for this many epochs. 0: never.", minimum=0
+        0, "Stop once the --best-by figure has not improved for this many epochs. 0: never.", minimum=0, panel=SAVING
     )
     seed: int = option(
-        1234, "Random seed: the same seed, data and options give the same losses.", minimum=0, maximum=2**32 - 1
+        1234,
+        "Random seed: the same seed, data and options give the same losses.",
+        minimum=0,
+        maximum=2**32 - 1,
+        panel=OPTIMISATION,
     )
     jit_compile: bool = option(
         False,
         "Compile training steps with XLA; runs are then not bit-reproducible, and on CPU it can be slower: "
         "measure first.",
         flag="--jit/--no-jit",
+        panel=PLACEMENT,
     )
 
     def validate(self) -> None:
@@ -463,7 +482,7 @@ class TrainOptions:
     """What `nmt train` takes besides the model and training options."""
 
     data_dir: Path | None = option(
-        None, "Prepared data.", default_text=f"{DEFAULT_DATA_DIR}, or the model's own when resuming"
+        None, "Prepared data.", default_text=f"{DEFAULT_DATA_DIR}, or the model's own when resuming", panel=BATCHES
     )
     model_dir: Path = _model_dir("Where checkpoints, config and history go.")
     config: Path | None = option(None, "TOML or YAML file of options; flags override it.")
@@ -473,11 +492,13 @@ class TrainOptions:
         "Where to train: none (this process), mirrored (every GPU of this machine), multi-worker (the "
         "machines TF_CONFIG or Slurm lists), or auto (mirrored with more than one GPU, else none).",
         choices=STRATEGIES,
+        panel=PLACEMENT,
     )
     cluster_timeout: float = option(
         DEFAULT_CLUSTER_TIMEOUT,
         "Seconds a multi-worker run waits for every worker to start before it gives up.",
         minimum=1,
+        panel=PLACEMENT,
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.progress import (
@@ -18,7 +19,11 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from nmt_cli.history import HistoryRow, best_row
 from nmt_cli.progress import Reporter
+
+if TYPE_CHECKING:
+    from nmt_cli.checkpoints import BestStamp
 
 stdout = Console()
 stderr = Console(stderr=True)
@@ -107,26 +112,12 @@ class RichReporter(Reporter):
     def warn(self, message: str) -> None:
         self.console.print(f"warning: {message}", markup=False, highlight=False, soft_wrap=True)
 
-    def epoch_end(self, epoch: int, metrics: dict[str, float]) -> None:
+    def epoch_end(self, row: HistoryRow) -> None:
+        columns = row.shown()
         if not self._epoch_header_shown:
-            self.console.print("[bold]" + "".join(f"{title:>{width}}" for _, title, width, _ in EPOCH_COLUMNS) + "[/]")
+            self.console.print("[bold]" + "".join(f"{title:>{width}}" for title, width, _ in columns) + "[/]")
             self._epoch_header_shown = True
-        values = {"epoch": epoch, **metrics}
-        self.console.print("".join(f"{values[key]:>{width}{spec}}" for key, _, width, spec in EPOCH_COLUMNS))
-
-
-# (history key, title, width, format) of the row printed after each epoch
-EPOCH_COLUMNS = [
-    ("epoch", "epoch", 6, "d"),
-    ("loss", "loss", 9, ".4f"),
-    ("accuracy", "acc", 8, ".4f"),
-    ("val_loss", "val_loss", 10, ".4f"),
-    ("val_accuracy", "val_acc", 9, ".4f"),
-    ("val_bleu", "val_bleu", 9, ".2f"),
-    ("learning_rate", "lr", 10, ".2e"),
-    ("seconds", "seconds", 9, ".1f"),
-    ("tokens_per_second", "tok/s", 9, ".0f"),
-]
+        self.console.print("".join(f"{value:>{width}}" for _, width, value in columns))
 
 
 def _lengths_cell(stats: dict) -> str:
@@ -170,14 +161,12 @@ def prepare_summary(manifest, rebuilt: bool, data_dir: str) -> Table:
 def training_summary(result, model_dir: str) -> str:
     last = result.history[-1]
     by = result.config.training.best_by
-    key = "val_bleu" if by == "bleu" else "val_loss"
-    scored = [row for row in result.history if row[key] == row[key]]  # NaN: an epoch from before BLEU was kept
-    best = (max if by == "bleu" else min)(scored, key=lambda row: row[key]) if scored else last
+    best = best_row(result.history, by) or last
+    figure = f"val_bleu {best.val_bleu:.4g}" if by == "bleu" else f"val_loss {best.val_loss:.4g}"
     stopped = f" (stopped by {result.stopped_by})" if result.stopped_by else ""
     return (
-        f"trained {model_dir} to {result.position}{stopped}: val_loss {last['val_loss']:.4f}, "
-        f"val_bleu {last['val_bleu']:.2f}; best {key} {best[key]:.4g} at epoch {int(best['epoch'])} "
-        f"(checkpoints/best.keras)"
+        f"trained {model_dir} to {result.position}{stopped}: val_loss {last.val_loss:.4f}, "
+        f"val_bleu {last.val_bleu:.2f}; best {figure} at epoch {best.epoch} (checkpoints/best.keras)"
     )
 
 
@@ -235,15 +224,17 @@ def evaluation_text(evaluation) -> str:
 BEST_BY_TEXT = {"bleu": "the highest dev BLEU of greedy search", "loss": "the lowest validation loss"}
 
 
-def checkpoint_table(evaluations, best_epoch: int | None, best_by: str) -> Table:
+def checkpoint_table(evaluations, best: BestStamp | None, best_by: str) -> Table:
     """Scores per checkpoint. Two different "bests": the highest BLEU in this table (*), and the
-    epoch `best.keras` holds, which training chose by `best_by`."""
+    weights `best.keras` holds, which training chose by `best_by`: those of `epoch-N` only when
+    it was saved at that epoch's end (a run stopped inside an epoch saves its best there)."""
     top = max(evaluations, key=lambda e: e.scores.bleu)
     table = Table(title=f"{evaluations[0].split} split, beam {evaluations[0].beam_size}")
     for column in ("checkpoint", "BLEU", "chrF", "sentences/s", "best.keras"):
         table.add_column(column, justify="right")
     for e in evaluations:
-        holds_best = "= best" if best_epoch is not None and e.checkpoint == f"epoch-{best_epoch}" else ""
+        epoch = e.checkpoint.removeprefix("epoch-")
+        holds_best = "= best" if best is not None and epoch.isdigit() and best.holds_end_of(int(epoch)) else ""
         mark = " *" if e is top else ""
         table.add_row(
             e.checkpoint + mark,
@@ -252,9 +243,9 @@ def checkpoint_table(evaluations, best_epoch: int | None, best_by: str) -> Table
             f"{e.sentences_per_second:.1f}",
             holds_best,
         )
-    held = f"epoch {best_epoch}, " if best_epoch is not None else ""
+    held = f"the weights at {best.position}" if best is not None and best.position is not None else "the weights"
     table.caption = (
-        f"* highest BLEU here; best.keras (--checkpoint best) holds {held}the epoch with {BEST_BY_TEXT[best_by]}"
+        f"* highest BLEU here; best.keras (--checkpoint best) holds {held}, chosen by {BEST_BY_TEXT[best_by]}"
     )
     return table
 
@@ -319,18 +310,13 @@ def print_summary(view: dict, console: Console = stdout) -> None:
     if view["history"]:
         by = view["config"]["training"]["best_by"]
         history = Table(title=f"training history (* best.keras: {BEST_BY_TEXT[by]})", title_justify="left")
-        for column in ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "val_bleu", "tokens/s"):
-            history.add_column(column, justify="right")
-        for row in view["history"]:
-            mark = " *" if int(row["epoch"]) == view["best_epoch"] else ""
+        rows = [HistoryRow(**row) for row in view["history"]]
+        for title, _, _ in rows[0].shown():
+            history.add_column(title, justify="right")
+        for row in rows:
+            (_, _, epoch), *values = row.shown()
             history.add_row(
-                f"{int(row['epoch'])}{mark}",
-                f"{row['loss']:.4f}",
-                f"{row['accuracy']:.4f}",
-                f"{row['val_loss']:.4f}",
-                f"{row['val_accuracy']:.4f}",
-                f"{row['val_bleu']:.2f}",
-                f"{row['tokens_per_second']:.0f}",
+                epoch + (" *" if row.epoch == view["best_epoch"] else ""), *(value for _, _, value in values)
             )
         console.print(history)
     if view["checkpoints"]:

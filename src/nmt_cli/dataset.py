@@ -64,11 +64,6 @@ class ParallelBatches:
         longest = np.array([max(len(s), len(t) + 1) for s, t in zip(source, target)])
         self._padded = np.maximum(PAD_MULTIPLE, -(-longest // PAD_MULTIPLE) * PAD_MULTIPLE)
 
-    @property
-    def target_tokens(self) -> int:
-        """Real target tokens per epoch, `<eos>` included (the benchmark's epoch-length estimate)."""
-        return int(sum(len(t) + 1 for t in self.target))
-
     @functools.cached_property
     def batches_per_epoch(self) -> int:
         """The number of batches of the first epoch; later ones differ only with `batch_tokens`."""

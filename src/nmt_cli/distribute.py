@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from nmt_cli.architectures import ARCHITECTURES
 from nmt_cli.errors import UserError
 from nmt_cli.stopping import StopSignals
 
@@ -30,7 +31,7 @@ CLUSTER_TASKS = ("chief", "worker")  # what TF_CONFIG may list: MultiWorkerMirro
 
 
 @dataclass(frozen=True)
-class Task:
+class ClusterRole:
     """This process' place in a cluster: a lone process is its own chief."""
 
     kind: str = "chief"
@@ -43,14 +44,14 @@ class Task:
         return self.kind == "chief" or (self.kind == "worker" and self.index == 0 and not self.has_chief)
 
 
-def this_task(strategy: str) -> Task:
+def this_task(strategy: str) -> ClusterRole:
     """This process' task: from TF_CONFIG, or Slurm's variables, for multi-worker; else the chief.
 
     A description TensorFlow could not use is refused here, in one line naming the variable and
     what is wrong with it, before TensorFlow loads.
     """
     if strategy != "multi-worker":
-        return Task()
+        return ClusterRole()
     raw = os.environ.get("TF_CONFIG")
     if raw:
         return _tf_config_task(raw)
@@ -61,11 +62,11 @@ def this_task(strategy: str) -> Task:
             raise UserError(f"SLURM_PROCID={index} is not one of the step's SLURM_STEP_NUM_TASKS={workers} tasks")
         for name in ("SLURM_STEP_NODELIST", "SLURM_STEP_TASKS_PER_NODE"):
             _slurm_value(name)
-        return Task("worker", index, workers, has_chief=False)
+        return ClusterRole("worker", index, workers, has_chief=False)
     raise UserError("--distribute multi-worker needs TF_CONFIG (or a Slurm job) to say where the workers are")
 
 
-def _tf_config_task(raw: str) -> Task:
+def _tf_config_task(raw: str) -> ClusterRole:
     def wrong(what: str) -> UserError:
         return UserError(f"TF_CONFIG is not a cluster description TensorFlow can use: {what}")
 
@@ -93,7 +94,7 @@ def _tf_config_task(raw: str) -> Task:
     kind, index = task["type"], task.get("index", 0)
     if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < sizes[kind]:
         raise wrong(f'task index {json.dumps(index)} is not one of the cluster\'s {sizes[kind]} "{kind}" tasks')
-    return Task(kind, index, sizes["chief"] + sizes["worker"], has_chief=bool(sizes["chief"]))
+    return ClusterRole(kind, index, sizes["chief"] + sizes["worker"], has_chief=bool(sizes["chief"]))
 
 
 def _is_host_port(address: str) -> bool:
@@ -113,17 +114,6 @@ def _slurm_number(name: str, minimum: int) -> int:
     if not value.isdigit() or int(value) < minimum:
         raise UserError(f"{name}={value!r} is not a whole number of at least {minimum}: is this a Slurm job?")
     return int(value)
-
-
-def free_local_ports(count: int) -> list[int]:
-    """Ports free on 127.0.0.1 now: for a cluster of workers on one machine (tests, benchmarks)."""
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
 
 
 DEFAULT_CLUSTER_TIMEOUT = 300  # seconds for every worker of a cluster to start listening
@@ -234,15 +224,15 @@ def _answers(address: str) -> bool:
 def auto_precision(arch: str) -> str:
     """Mixed precision where it pays: bfloat16 on GPUs that have it (compute capability 8 and
     up), float16 on older GPUs. On a CPU, bfloat16 for the Transformer where the CPU has bfloat16
-    instructions (AMX or AVX512_BF16: 1.4 times the float32 speed measured); float32 for the
-    LSTMs, which gained no speed in bfloat16 here and learned the reversal task far worse."""
+    instructions (AMX or AVX512_BF16, where it trains faster: README); float32 for the LSTMs,
+    which gained no speed in bfloat16 and learned the reversal task far worse."""
     import tensorflow as tf
 
     gpus = tf.config.list_physical_devices("GPU")
     if gpus:
         capability = tf.config.experimental.get_device_details(gpus[0]).get("compute_capability", (0, 0))
         return "mixed_bfloat16" if capability >= (8, 0) else "mixed_float16"
-    return "mixed_bfloat16" if arch == "transformer" and cpu_has_bfloat16() else "float32"
+    return "mixed_bfloat16" if not ARCHITECTURES[arch].recurrent and cpu_has_bfloat16() else "float32"
 
 
 # oneDNN's instruction-set caps (ONEDNN_MAX_CPU_ISA) under which it still has bfloat16 matrix

@@ -183,7 +183,8 @@ class SplitScorer:
 
     def bleu(self) -> float:
         results = self.searcher.search_all(self.sources, beam_size=1)
-        hypotheses = self.tokenizer.decode([found[0][0] if found else [] for found in results])
+        best_ids = [n_best[0][0] if n_best else [] for n_best in results]  # each source's (ids, score) list
+        hypotheses = self.tokenizer.decode(best_ids)
         return score(
             [output_text(text, "raw", tokenized=True) for text in hypotheses], self.references, self.bleu_tokenize
         ).bleu

@@ -26,6 +26,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from nmt_cli import __version__, files
+from nmt_cli.architectures import ARCHITECTURES
+from nmt_cli.checkpoints import epoch_held_by
 from nmt_cli.config import DEFAULT_QUANTIZATION
 from nmt_cli.datadir import Manifest
 from nmt_cli.engines import LENGTH_RULE
@@ -40,7 +42,6 @@ if TYPE_CHECKING:
     from nmt_cli.workspace import Workspace
 
 STAMP = "nmt-export.json"
-EXPORTABLE_ARCHS = ("transformer",)
 LAYER_NORM_EPSILON = 1e-6  # models/transformer.py's LayerNormalization
 
 
@@ -82,7 +83,7 @@ def export_size(export_dir: Path) -> int:
 
 
 def check_exportable(arch: str) -> None:
-    if arch not in EXPORTABLE_ARCHS:
+    if not ARCHITECTURES[arch].exportable:
         raise UserError(
             f"--arch {arch} cannot be exported: CTranslate2 runs Transformer models, and has no LSTM decoder; "
             "translate it with the Keras engine (the default for it)"
@@ -220,7 +221,7 @@ def export_checkpoint(
     from nmt_cli.models import load_checkpoint
 
     checkpoint = workspace.resolve_checkpoint(name)
-    epoch = workspace.best_epoch() if checkpoint == workspace.best else workspace.epoch_of(checkpoint)
-    training = load_checkpoint(checkpoint, config, compile=False).training
+    epoch = epoch_held_by(workspace, checkpoint)
+    training = load_checkpoint(checkpoint, config).training
     written = export(training, config, workspace, checkpoint, name, epoch, quantization, output)
     return written, read_stamp(written)

@@ -15,7 +15,8 @@ from nmt_cli.checkpoints import Position, finish_saves, resume_points
 from nmt_cli.config import DEFAULT_DATA_DIR, DEFAULT_MODEL_DIR, ModelConfig, RunConfig, TrainingConfig, load_config
 from nmt_cli.datadir import DataDir
 from nmt_cli.errors import UserError
-from nmt_cli.workspace import Workspace, read_history
+from nmt_cli.history import read_history
+from nmt_cli.workspace import Workspace
 
 
 @dataclass
@@ -73,7 +74,7 @@ def _resumed_config(request: TrainRequest, workspace: Workspace, start: Position
     config.training.validate()
     # Only when the history says training got there: a newest checkpoint that may not load (a
     # foreign or damaged file) does not make a claim; training then finds where it really is.
-    trained = {int(row["epoch"]) for row in read_history(workspace.history)}
+    trained = {row.epoch for row in read_history(workspace.history)}
     if config.training.epochs <= start.epochs and start.epochs in trained:
         raise UserError(
             f"{workspace.root} is already trained for {start.epochs} epochs; ask for more with --epochs (the total)"

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from nmt_cli.history import HistoryRow
 
 
 class Task(Protocol):
@@ -34,5 +37,5 @@ class Reporter:
     def warn(self, message: str) -> None:
         """Something the user should know is not as it should be, though the work goes on."""
 
-    def epoch_end(self, epoch: int, metrics: dict[str, float]) -> None:
-        """One training epoch finished (1-based epoch number)."""
+    def epoch_end(self, row: HistoryRow) -> None:
+        """One training epoch finished: its history row."""

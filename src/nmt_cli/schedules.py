@@ -10,8 +10,6 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-SCHEDULES = ("constant", "inverse_sqrt")
-
 
 @keras.saving.register_keras_serializable(package="nmt")
 class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):

@@ -9,16 +9,19 @@ from __future__ import annotations
 import importlib.util
 import json
 import shutil
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from nmt_cli import files
+from nmt_cli.checkpoints import BestStamp
 from nmt_cli.config import DEFAULT_MODEL_DIR, ModelConfig, RunConfig, SummaryOptions, load_config
 from nmt_cli.datadir import DataDir, Manifest
 from nmt_cli.errors import UserError
 from nmt_cli.export import export_size, read_stamp
+from nmt_cli.history import read_history
 from nmt_cli.models import build_models
-from nmt_cli.workspace import Workspace, read_history
+from nmt_cli.workspace import Workspace
 
 if TYPE_CHECKING:  # Keras loads only once the user's options and files are known to be good
     import keras
@@ -151,8 +154,8 @@ def summarize_model_dir(model_dir: Path) -> tuple[dict, Seq2SeqModels]:
         "config": json.loads(config.to_json()),
         "models": architecture(models),
         "data": _data_view(manifest),
-        "history": history,
-        "best_epoch": workspace.best_epoch(),
+        "history": [asdict(row) for row in history],
+        "best_epoch": best.epoch if (best := BestStamp.read(workspace)) is not None else None,
         "checkpoints": [{"name": p.name, "bytes": p.stat().st_size} for p in checkpoints],
         "export": _export_view(workspace),
     }

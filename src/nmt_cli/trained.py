@@ -18,10 +18,11 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from nmt_cli.architectures import ARCHITECTURES
 from nmt_cli.config import RunConfig, load_config
 from nmt_cli.datadir import Manifest
 from nmt_cli.errors import UserError
-from nmt_cli.export import EXPORTABLE_ARCHS, ExportStamp, read_stamp
+from nmt_cli.export import ExportStamp, read_stamp
 from nmt_cli.tokenizer import Tokenizer
 from nmt_cli.workspace import Workspace
 
@@ -69,10 +70,11 @@ def _choose_engine(
 ) -> str:
     if requested == "keras":
         return "keras"
-    exported = arch in EXPORTABLE_ARCHS and export is not None and export.holds(checkpoint)
+    exportable = ARCHITECTURES[arch].exportable
+    exported = exportable and export is not None and export.holds(checkpoint)
     if requested == "auto" or exported:
         return "ctranslate2" if exported else "keras"
-    if arch not in EXPORTABLE_ARCHS:
+    if not exportable:
         raise UserError(
             f"--engine ctranslate2 runs Transformer models, and {workspace.root} is --arch {arch} "
             "(CTranslate2 has no LSTM decoder): use --engine keras"

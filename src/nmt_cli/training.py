@@ -25,24 +25,23 @@ import numpy as np
 import tensorflow as tf
 
 from nmt_cli import files
-from nmt_cli.checkpoints import CheckpointPolicy, Position, epoch_so_far, forget_after, set_aside
+from nmt_cli.architectures import ARCHITECTURES
+from nmt_cli.checkpoints import BestStamp, CheckpointPolicy, Position, epoch_so_far, forget_after, set_aside
 from nmt_cli.config import RunConfig, TrainingConfig
 from nmt_cli.dataset import ParallelBatches
-from nmt_cli.distribute import DEFAULT_CLUSTER_TIMEOUT, auto_precision, make_strategy, this_task
+from nmt_cli.distribute import DEFAULT_CLUSTER_TIMEOUT, ClusterRole, auto_precision, make_strategy, this_task
 from nmt_cli.errors import UserError
 from nmt_cli.evaluation import SplitScorer
-from nmt_cli.export import EXPORTABLE_ARCHS
+from nmt_cli.export import export
+from nmt_cli.history import HistoryRow, read_history
 from nmt_cli.models import architecture, build_models, check_fits_in_memory, load_checkpoint
 from nmt_cli.models.base import Seq2SeqModels
 from nmt_cli.objectives import MaskedCrossEntropy, MaskedTokenAccuracy, TargetTokens, correct_tokens, token_loss_sum
 from nmt_cli.plan import TrainPlan
 from nmt_cli.progress import Reporter
 from nmt_cli.schedules import WarmupSchedule
-from nmt_cli.stopping import StopSignals
+from nmt_cli.stopping import StopReason, StopRule, StopSignals, refuse_non_finite
 from nmt_cli.tokenizer import Tokenizer
-from nmt_cli.workspace import read_history
-
-FIRST_RESERVE_SECONDS = 30.0  # kept for the final validation before any has been timed
 
 
 @dataclass
@@ -159,101 +158,36 @@ def _train(
     cluster_timeout: float,
     signals: StopSignals,
 ) -> TrainResult:
+    """The story of a run: where it trains, the model it starts from, what it saves, the loop."""
     started = time.monotonic() if started is None else started
-    workspace, config = plan.workspace, plan.config
-    training = config.training
-    task = this_task(distribute)
-    chief = task.is_chief
-    # MultiWorkerMirroredStrategy must come before TensorFlow sets up its devices.
-    strategy = make_strategy(distribute, cluster_timeout, reporter.note, signals)
+    config, training, task = plan.config, plan.config.training, this_task(distribute)
+    strategy = _strategy(distribute, task, cluster_timeout, reporter, signals)
     across_workers = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
-    if across_workers and strategy.num_replicas_in_sync != task.workers:
-        # Each worker's dataset yields one share of every global batch: one replica per worker.
-        raise UserError(
-            f"--distribute multi-worker trains one replica per worker, but these {task.workers} workers have "
-            f"{strategy.num_replicas_in_sync} devices: start one worker per GPU (CUDA_VISIBLE_DEVICES)"
-        )
     check_fits_in_memory(architecture(config.model.arch).parameter_count(config.model), copies=4, what="to train")
-    if chief:
-        if plan.restart:
-            workspace.clear()  # only once the new run's options and data are known to be good
-        workspace.checkpoints.mkdir(parents=True, exist_ok=True)
-        workspace.remove_partial_files()
-
-    precision = training.precision
-    if precision == "auto":
-        precision = auto_precision(config.model.arch)
-        if across_workers and precision == "mixed_float16":
-            precision = "float32"
-    if across_workers and precision == "mixed_float16":
-        # Loss scaling decides from each worker's own gradients whether to skip a step; workers
-        # that disagree would stop taking part in the same all-reduces.
-        raise UserError("--precision mixed_float16 cannot train across workers: use mixed_bfloat16 or float32")
-    if precision == "mixed_float16" and not tf.config.list_physical_devices("GPU"):
-        # A CPU has no float16 arithmetic: each operation converts to float32 and back, steps crawl,
-        # and a stop signal, which takes effect between steps, waits as long.
-        raise UserError("--precision mixed_float16 needs a GPU; on a CPU use mixed_bfloat16 or float32")
-    keras.mixed_precision.set_dtype_policy(precision)
+    if task.is_chief:
+        _prepare_workspace(plan)
+    precision = _precision(training.precision, config.model.arch, across_workers)
     with strategy.scope():
-        position, models = _load_newest(plan, reporter, writes=chief)
-        # XLA and op determinism exclude each other in Keras: --jit trades reproducibility for speed.
-        set_determinism(training.seed + position.epochs, deterministic_ops=not training.jit_compile)
-        optimizer = make_optimizer(training, precision)
-        if models is None:
-            models = build_models(config.model)
-        else:
-            reporter.note(f"resuming from {position} of {workspace.root}")
-            restore_optimizer_state(optimizer, models.training.optimizer, models.training)
-        compile_model(models.training, training, optimizer)
-    if chief:
-        files.write_text(workspace.config, config.to_json())
+        position, models, optimizer = _restore_or_build(plan, precision, reporter, writes=task.is_chief)
+    if task.is_chief:
+        files.write_text(plan.workspace.config, config.to_json())
         _copy_data_description(plan)
-
-    def batches(split: str, shuffle: bool) -> ParallelBatches:
-        source, target = plan.data.load_split(split)
-        return ParallelBatches(
-            source, target, training.batch_size, training.seed, shuffle=shuffle, batch_tokens=training.batch_tokens
-        )
-
-    train_batches, dev_batches = batches("train", shuffle=True), batches("dev", shuffle=False)
-    history = [row for row in read_history(workspace.history) if row["epoch"] <= position.epochs]
-    missing = sorted(set(range(1, position.epochs + 1)) - {int(row["epoch"]) for row in history})
-    if missing:
-        reporter.warn(
-            f"{workspace.history} has no row for epoch {', '.join(map(str, missing))}: it goes on without them"
-        )
-    if chief:
-        forget_after(workspace, position)
-    exportable = config.model.arch in EXPORTABLE_ARCHS
-    policy = CheckpointPolicy(
-        workspace,
-        models,
-        history,
-        training.save_every,
-        training.best_by,
-        writes=chief,
-        export=config.model if exportable else None,
-    )
-    scorer = None
-    if training.best_by == "bleu" and chief:
-        target_tokenizer = workspace.tokenizer(plan.data.manifest().target_lang)
-        scorer = SplitScorer(models.encoder, models.decoder, plan.data, target_tokenizer)
+    train_batches, dev_batches = _batches(plan, "train"), _batches(plan, "dev")
+    policy = _checkpoint_policy(plan, models, position, reporter, writes=task.is_chief)
     deadline = started + training.time_budget * 60 if training.time_budget else math.inf
     monitor = _EpochMonitor(
         policy,
-        ScalarLog(workspace.logs) if chief else None,
-        scorer,
+        ScalarLog(plan.workspace.logs) if task.is_chief else None,
+        _bleu_scorer(plan, models) if training.best_by == "bleu" and task.is_chief else None,
         train_batches,
         position,
         training,
-        deadline,
+        StopRule(deadline, training.patience, signals, decides=task.is_chief),
         reporter,
-        signals,
         # Keras' metrics hold an epoch's figures; the multi-worker loop keeps sums of its own.
         _EpochSums() if across_workers else _KerasMetrics(models.training),
-        decides=chief,
         consensus=_consensus(strategy) if across_workers else None,
-        carried=epoch_so_far(workspace, position) if position.batches else None,
+        carried=epoch_so_far(plan.workspace, position) if position.batches else None,
     )
     with _out_of_memory_explained():
         try:
@@ -264,6 +198,109 @@ def _train(
         finally:
             monitor.close()
     return TrainResult(config=config, history=policy.history, position=monitor.position, stopped_by=monitor.stopped_by)
+
+
+def _strategy(distribute: str, task: ClusterRole, cluster_timeout: float, reporter: Reporter, signals: StopSignals):
+    # MultiWorkerMirroredStrategy must come before TensorFlow sets up its devices: first of all.
+    strategy = make_strategy(distribute, cluster_timeout, reporter.note, signals)
+    if (
+        isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+        and strategy.num_replicas_in_sync != task.workers
+    ):
+        # Each worker's dataset yields one share of every global batch: one replica per worker.
+        raise UserError(
+            f"--distribute multi-worker trains one replica per worker, but these {task.workers} workers have "
+            f"{strategy.num_replicas_in_sync} devices: start one worker per GPU (CUDA_VISIBLE_DEVICES)"
+        )
+    return strategy
+
+
+def _prepare_workspace(plan: TrainPlan) -> None:
+    if plan.restart:
+        plan.workspace.clear()  # only once the new run's options and data are known to be good
+    plan.workspace.checkpoints.mkdir(parents=True, exist_ok=True)
+    plan.workspace.remove_partial_files()
+
+
+def _precision(asked: str, arch: str, across_workers: bool) -> str:
+    """The Keras precision policy a run trains in, set for the models about to be built."""
+    precision = auto_precision(arch) if asked == "auto" else asked
+    if across_workers and precision == "mixed_float16":
+        if asked == "auto":
+            precision = "float32"
+        else:
+            # Loss scaling decides from each worker's own gradients whether to skip a step; workers
+            # that disagree would stop taking part in the same all-reduces.
+            raise UserError("--precision mixed_float16 cannot train across workers: use mixed_bfloat16 or float32")
+    if precision == "mixed_float16" and not tf.config.list_physical_devices("GPU"):
+        # A CPU has no float16 arithmetic: each operation converts to float32 and back, steps crawl,
+        # and a stop signal, which takes effect between steps, waits as long.
+        raise UserError("--precision mixed_float16 needs a GPU; on a CPU use mixed_bfloat16 or float32")
+    keras.mixed_precision.set_dtype_policy(precision)
+    return precision
+
+
+def _restore_or_build(plan: TrainPlan, precision: str, reporter: Reporter, writes: bool):
+    """(position, models, optimizer): from the newest resume point that loads, else fresh, compiled."""
+    training = plan.config.training
+    position, models = _load_newest(plan, reporter, writes)
+    # XLA and op determinism exclude each other in Keras: --jit trades reproducibility for speed.
+    set_determinism(training.seed + position.epochs, deterministic_ops=not training.jit_compile)
+    optimizer = make_optimizer(training, precision)
+    if models is None:
+        models = build_models(plan.config.model)
+    else:
+        reporter.note(f"resuming from {position} of {plan.workspace.root}")
+        restore_optimizer_state(optimizer, models.training.optimizer, models.training)
+    compile_model(models.training, training, optimizer)
+    return position, models, optimizer
+
+
+def _batches(plan: TrainPlan, split: str) -> ParallelBatches:
+    training = plan.config.training
+    source, target = plan.data.load_split(split)
+    return ParallelBatches(
+        source, target, training.batch_size, training.seed, shuffle=split == "train", batch_tokens=training.batch_tokens
+    )
+
+
+def _checkpoint_policy(
+    plan: TrainPlan, models: Seq2SeqModels, position: Position, reporter: Reporter, writes: bool
+) -> CheckpointPolicy:
+    """The policy that saves this run's checkpoints, given the history up to `position`; the
+    process that `writes` first drops what a killed run wrote after it."""
+    workspace, config = plan.workspace, plan.config
+    history = [row for row in read_history(workspace.history) if row.epoch <= position.epochs]
+    missing = sorted(set(range(1, position.epochs + 1)) - {row.epoch for row in history})
+    if missing:
+        reporter.warn(
+            f"{workspace.history} has no row for epoch {', '.join(map(str, missing))}: it goes on without them"
+        )
+    if writes:
+        forget_after(workspace, position)
+
+    def export_best(stamp: BestStamp) -> None:
+        # The export's stamp names best.keras' digest: if a later best.keras is not exported (a
+        # kill), the export no longer matches it, and translation uses Keras until it does.
+        digest = stamp.sha256[workspace.best.name]
+        export(models.training, config.model, workspace, workspace.best, "best", stamp.epoch, checkpoint_sha256=digest)
+
+    exportable = ARCHITECTURES[config.model.arch].exportable
+    training = config.training
+    return CheckpointPolicy(
+        workspace,
+        models,
+        history,
+        training.save_every,
+        training.best_by,
+        writes=writes,
+        after_best=export_best if exportable else None,
+    )
+
+
+def _bleu_scorer(plan: TrainPlan, models: Seq2SeqModels) -> SplitScorer:
+    target_tokenizer = plan.workspace.tokenizer(plan.data.manifest().target_lang)
+    return SplitScorer(models.encoder, models.decoder, plan.data, target_tokenizer)
 
 
 def _fit(models: Seq2SeqModels, training: TrainingConfig, train_batches, dev_batches, monitor: _EpochMonitor) -> None:
@@ -382,7 +419,7 @@ def _consensus(strategy):
 
     @tf.function
     def count(request):
-        votes = tf.one_hot(request, len(STOP_REASONS) + 1)
+        votes = tf.one_hot(request, len(StopReason))
         return strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(tf.identity, args=(votes,)), axis=None)
 
     def agree(request: int) -> int:
@@ -397,7 +434,7 @@ def _load_newest(plan: TrainPlan, reporter: Reporter, writes: bool) -> tuple[Pos
     warning, and (by the process that `writes`) renamed `*.unloadable`."""
     for position, path in plan.resume_points:
         try:
-            return position, load_checkpoint(path, plan.config.model)
+            return position, load_checkpoint(path, plan.config.model, compile=True)
         except UserError as error:
             what = f"renamed {set_aside(plan.workspace, path).name}" if writes else "left to the chief"
             reporter.warn(
@@ -426,31 +463,22 @@ class ScalarLog:
     def __init__(self, folder: Path):
         self.writers = {side: tf.summary.create_file_writer(str(folder / side)) for side in ("train", "validation")}
 
-    def epoch_end(self, row: dict[str, float]) -> None:
+    def epoch_end(self, row: HistoryRow) -> None:
         from tensorboard.compat.proto.summary_pb2 import Summary
 
-        sides = {
-            "train": {key: row[key] for key in ("loss", "accuracy", "learning_rate", "tokens_per_second")},
-            "validation": {"loss": row["val_loss"], "accuracy": row["val_accuracy"], "bleu": row["val_bleu"]},
-        }
-        for side, values in sides.items():
+        for side, values in row.scalars().items():
             summary = Summary(value=[Summary.Value(tag=f"epoch_{k}", simple_value=v) for k, v in values.items()])
             with self.writers[side].as_default():
-                tf.summary.experimental.write_raw_pb(summary.SerializeToString(), step=int(row["epoch"]))
+                tf.summary.experimental.write_raw_pb(summary.SerializeToString(), step=row.epoch)
             self.writers[side].flush()
 
 
-STOP_REASONS = ("time budget", "patience", "signal")  # request codes 1, 2, 3: the higher one wins
-
-
 class _EpochMonitor(keras.callbacks.Callback):
-    """Progress, the reasons to stop early, and each epoch's history row for the checkpoint policy.
+    """Progress, stopping early, and each epoch's history row for the checkpoint policy.
 
-    Whether to stop is agreed at every step and epoch end: each process makes a request (0: go
-    on), `consensus` turns them into one decision, the same in every process. A lone process
-    agrees with itself; several workers take the strongest request any of them made. Only a
-    process that `decides` asks to stop for the time budget or patience (the chief of several,
-    whose clock and figures count); any may ask for a signal it received.
+    Whether to stop is agreed at every step and epoch end: each process asks its `rule`,
+    `consensus` turns the requests into one decision, the same in every process. A lone process
+    agrees with itself; several workers take the strongest request any of them made.
     """
 
     def __init__(
@@ -461,24 +489,20 @@ class _EpochMonitor(keras.callbacks.Callback):
         batches: ParallelBatches,
         start: Position,
         training: TrainingConfig,
-        deadline: float,
+        rule: StopRule,
         reporter: Reporter,
-        signals: StopSignals,
         figures: _KerasMetrics | _EpochSums,
-        decides: bool = True,
         consensus=None,
         carried: dict | None = None,
     ):
         super().__init__()
         self.policy, self.scalars, self.scorer, self.batches = policy, scalars, scorer, batches
-        self.training, self.deadline, self.reporter, self.signals = training, deadline, reporter, signals
-        self.figures = figures
-        self.decides, self.consensus = decides, consensus or (lambda request: request)
+        self.training, self.rule, self.reporter, self.figures = training, rule, reporter, figures
+        self.consensus = consensus or (lambda request: request)
         self.position, self.start = start, start
         self.run_stack, self.epoch_stack = ExitStack(), ExitStack()
         self.stopped_by: str | None = None
         self.stop_signal: int | None = None  # the signal training stops for, once agreed
-        self.reserve = FIRST_RESERVE_SECONDS
         self.carried = carried  # the figures of the start position's epoch before it (resume.json)
         self.to_carry: dict | None = None
         self.stopped_epoch_so_far: dict | None = None
@@ -520,17 +544,10 @@ class _EpochMonitor(keras.callbacks.Callback):
             return Position(self.epoch + 1)
         return Position(self.epoch, self.skipped + self.done_batches)
 
-    def _agree(self, budget_spent: bool, patience_spent: bool = False) -> int:
-        request = 0
-        if self.signals.received is not None:
-            request = 3
-        elif self.decides and patience_spent:
-            request = 2
-        elif self.decides and budget_spent:
-            request = 1
-        agreed = self.consensus(request)
-        if agreed == 3:
-            self.stop_signal = self.signals.received or signal.SIGTERM  # a worker's signal stops all
+    def _agree(self, request: StopReason) -> StopReason:
+        agreed = StopReason(self.consensus(int(request)))
+        if agreed is StopReason.SIGNAL:
+            self.stop_signal = self.rule.signals.received or signal.SIGTERM  # a worker's signal stops all
         return agreed
 
     def _carry_in(self) -> None:
@@ -550,63 +567,53 @@ class _EpochMonitor(keras.callbacks.Callback):
         self.done_batches += 1
         self.last_batch_end = time.monotonic()
         loss = float(logs.get("loss", 0.0))
-        self._refuse_non_finite("training loss", loss)
+        refuse_non_finite("training loss", loss, self._here())
         rate = round(float(logs.get("target_tokens", 0.0)) / max(self.last_batch_end - self.started, 1e-9))
         self.run.advance(1)
         self.task.advance(1, loss=loss, acc=float(logs.get("accuracy", 0.0)), **{"tok/s": rate})
-        agreed = self._agree(budget_spent=self.last_batch_end + self.reserve >= self.deadline)
+        agreed = self._agree(self.rule.request(now=self.last_batch_end))
         if self.done_batches == self.epoch_batches:
             return  # the epoch's end saves what a stop needs
-        if agreed == 3:
+        if agreed is StopReason.SIGNAL:
             self.position = self._here()
             checkpoint = self.policy.save_resume_point(self.position, self.epoch_so_far())
             raise Interrupted(self.stop_signal, self.position, checkpoint)
-        if agreed == 1:
-            self.stopped_by = "time budget"
+        if agreed is StopReason.TIME_BUDGET:
+            self.stopped_by = agreed.describe(self.training.patience, None)
             self.model.stop_training = True
             self.stopped_epoch_so_far = self.epoch_so_far()  # before validation takes the metrics over
-
-    def _refuse_non_finite(self, what: str, value: float) -> None:
-        if not math.isfinite(value):
-            raise UserError(
-                f"the {what} became {value} at {self._here()}; nothing from this step on was saved: "
-                "resume from the last checkpoint with a lower --learning-rate (or more --warmup)"
-            )
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
         # The epoch's last step may have left weights that only validation shows to be broken.
-        self._refuse_non_finite("validation loss", float(logs["val_loss"]))
+        refuse_non_finite("validation loss", float(logs["val_loss"]), self._here())
         seconds = time.monotonic() - self.started
         self.epoch_stack.close()
         self.position = self._here()
         complete = not self.position.batches
-        row = {
-            "epoch": epoch + 1,
-            "loss": float(logs["loss"]),
-            "accuracy": float(logs["accuracy"]),
-            "val_loss": float(logs["val_loss"]),
-            "val_accuracy": float(logs["val_accuracy"]),
-            "val_bleu": self.scorer.bleu() if self.scorer is not None else math.nan,
-            "learning_rate": current_learning_rate(self.model.optimizer),
-            "seconds": seconds,
-            "tokens_per_second": float(logs["target_tokens"]) / seconds,
-            "steps": int(self.model.optimizer.iterations.numpy()),  # optimizer steps so far, over every run
-        }
-        patience = self.training.patience
-        patience_spent = (
-            bool(patience) and not self.policy.improves(row) and self.policy.epochs_since_best + 1 >= patience
+        row = HistoryRow(
+            epoch=epoch + 1,
+            loss=float(logs["loss"]),
+            accuracy=float(logs["accuracy"]),
+            val_loss=float(logs["val_loss"]),
+            val_accuracy=float(logs["val_accuracy"]),
+            val_bleu=self.scorer.bleu() if self.scorer is not None else math.nan,
+            learning_rate=current_learning_rate(self.model.optimizer),
+            seconds=seconds,
+            tokens_per_second=float(logs["target_tokens"]) / seconds,
+            steps=int(self.model.optimizer.iterations.numpy()),
         )
-        agreed = self._agree(complete and time.monotonic() + self.reserve >= self.deadline, complete and patience_spent)
-        if agreed == 3:
-            self.stopped_by = signal.Signals(self.stop_signal).name
-        elif agreed:
-            self.stopped_by = self.stopped_by or ("time budget" if agreed == 1 else f"--patience {patience}")
+        without_better = 0 if self.policy.improves(row) else self.policy.epochs_since_best + 1
+        # An epoch cut short has stopped for the budget already: only a signal can add to that.
+        request = self.rule.request(time.monotonic(), without_better) if complete else self.rule.request()
+        agreed = self._agree(request)
+        if agreed is StopReason.SIGNAL or (agreed and self.stopped_by is None):
+            self.stopped_by = agreed.describe(self.training.patience, self.stop_signal)
         last = self.position.epochs == self.training.epochs or self.stopped_by is not None
         self.policy.epoch_end(row, self.position, last=last, epoch_so_far=self.stopped_epoch_so_far)
         if self.scalars is not None:
             self.scalars.epoch_end(row)
-        self.reporter.epoch_end(epoch + 1, {k: v for k, v in row.items() if k != "epoch"})
+        self.reporter.epoch_end(row)
         if self.stop_signal is not None:  # perhaps received while this epoch's files were written
             if self.position.batches:
                 checkpoint = self.policy.save_resume_point(self.position, self.stopped_epoch_so_far)
@@ -617,4 +624,4 @@ class _EpochMonitor(keras.callbacks.Callback):
         if self.stopped_by is not None:
             self.model.stop_training = True
         # What this epoch's end cost (validation, BLEU, saving) is what the next must keep in reserve.
-        self.reserve = time.monotonic() - self.last_batch_end
+        self.rule.reserve = time.monotonic() - self.last_batch_end

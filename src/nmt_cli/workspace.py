@@ -15,10 +15,7 @@ MODEL_DIR/spm.SRC.model, spm.TGT.model, data-manifest.json
 
 from __future__ import annotations
 
-import csv
 import fcntl
-import io
-import json
 import os
 import re
 import shutil
@@ -35,19 +32,6 @@ if TYPE_CHECKING:
     from nmt_cli.config import RunConfig
 
 _EPOCH_FILE = re.compile(r"^epoch-(\d+)\.keras$")
-HISTORY_FIELDS = (
-    "epoch",
-    "loss",
-    "accuracy",
-    "val_loss",
-    "val_accuracy",
-    "val_bleu",
-    "learning_rate",
-    "seconds",
-    "tokens_per_second",
-    "steps",
-)
-ADDED_FIELDS = ("val_bleu", "steps")  # history files from before these columns read them as NaN
 
 
 class Workspace:
@@ -164,21 +148,6 @@ class Workspace:
                 ) from None
             raise damaged
 
-    def inference_models_of_best(self) -> bool:
-        """Whether encoder.keras and decoder.keras are the ones saved with best.keras (best.json
-        lists the digests of the files saved together)."""
-        try:
-            digests = json.loads(self.best_stamp.read_text(encoding="utf-8"))["sha256"]
-            return all(files.sha256(path) == digests[path.name] for path in (self.encoder, self.decoder))
-        except (OSError, ValueError, KeyError, TypeError):
-            return False
-
-    def best_epoch(self) -> int | None:
-        try:
-            return int(json.loads(self.best_stamp.read_text(encoding="utf-8"))["epoch"])
-        except (OSError, ValueError, KeyError, TypeError):
-            return None
-
     def clear(self) -> None:
         """Remove everything training wrote, for `--restart`."""
         for path in (self.checkpoints, self.logs, self.evaluations, self.export):
@@ -197,31 +166,3 @@ class Workspace:
         """Temporary files an interrupted run left."""
         for folder in (self.root, self.checkpoints):
             files.remove_partials(folder)
-
-
-def read_history(path: Path) -> list[dict[str, float]]:
-    if not path.exists():
-        return []
-    try:
-        with open(path, newline="", encoding="utf-8") as stream:
-            rows = [
-                {key: float(row[key] if key in row or key not in ADDED_FIELDS else "nan") for key in HISTORY_FIELDS}
-                for row in csv.DictReader(stream)
-            ]
-    except (ValueError, KeyError, TypeError, UnicodeDecodeError):
-        raise UserError(f"{path} is damaged: restore it, or start over with `nmt train --restart`") from None
-    return rows
-
-
-def write_history(path: Path, rows: list[dict[str, float]]) -> None:
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=HISTORY_FIELDS, lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow(
-            {
-                key: (int(row[key]) if key in ("epoch", "steps") and row[key] == row[key] else f"{row[key]:.6g}")
-                for key in HISTORY_FIELDS
-            }
-        )
-    files.write_text(path, out.getvalue())

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from nmt_cli import backend
+from nmt_cli.checkpoints import inference_models_of_best
 from nmt_cli.errors import UserError
 
 if TYPE_CHECKING:
@@ -24,7 +25,7 @@ class KerasEngine:
 
         self.model_config = model.config.model
         self.training = None  # the training model, once a checkpoint has been loaded whole
-        if model.checkpoint == model.workspace.best and model.workspace.inference_models_of_best():
+        if model.checkpoint == model.workspace.best and inference_models_of_best(model.workspace):
             # The saved inference models are best.keras' own: loading them skips the training graph.
             from nmt_cli.models import load_keras_model
             from nmt_cli.models.base import is_step_contract
@@ -42,7 +43,7 @@ class KerasEngine:
         from nmt_cli.models import load_checkpoint
 
         if self.training is None:
-            models = load_checkpoint(checkpoint, self.model_config, compile=False)
+            models = load_checkpoint(checkpoint, self.model_config)
             self.training, self.searcher = models.training, Searcher(models.encoder, models.decoder)
             return
         try:

@@ -1,8 +1,8 @@
 """Encoder-decoder architectures, each written as plain Keras functional graphs.
 
-The registry below is the only list of `--arch` names. Importing this package loads no Keras:
-the names serve `nmt --help` and option checks; an architecture's module is imported when a
-model is built or loaded.
+Which architectures there are is `architectures.py`'s catalogue; this package builds them.
+Importing it loads no Keras: an architecture's module is imported when a model is built or
+loaded.
 """
 
 from __future__ import annotations
@@ -11,25 +11,18 @@ from importlib import import_module
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from nmt_cli.architectures import ARCHITECTURE_NAMES, ARCHITECTURES
 from nmt_cli.errors import UserError
 
 if TYPE_CHECKING:
     from nmt_cli.config import ModelConfig
     from nmt_cli.models.base import Architecture, Seq2SeqModels
 
-# --arch name -> "module:class" in this package
-ARCHITECTURES = {
-    "seq2seq": "rnn:Seq2Seq",
-    "attention": "rnn:Attention",
-    "transformer": "transformer:Transformer",
-}
-ARCHITECTURE_NAMES = tuple(ARCHITECTURES)
-
 
 def architecture(name: str) -> Architecture:
     if name not in ARCHITECTURES:
         raise UserError(f"unknown --arch {name!r}; choose one of: {', '.join(ARCHITECTURE_NAMES)}")
-    module, cls = ARCHITECTURES[name].split(":")
+    module, cls = ARCHITECTURES[name].builder.split(":")
     return getattr(import_module(f"{__name__}.{module}"), cls)()
 
 
@@ -64,11 +57,11 @@ def _free_memory() -> int | None:
     return None
 
 
-def load_keras_model(path: Path, compile: bool = True):
-    """A saved model, loaded with `safe_mode` (no pickled code runs)."""
+def load_keras_model(path: Path, compile: bool = False):
+    """A saved model, loaded with `safe_mode` (no pickled code runs). With `compile`, its loss,
+    metrics and optimizer too: the caller has imported the modules that register them (training)."""
     import keras
 
-    from nmt_cli import objectives, schedules  # noqa: F401  register what checkpoints are compiled with
     from nmt_cli.models import transformer  # noqa: F401  registers ReversibleEmbedding
 
     if not Path(path).is_file():
@@ -79,7 +72,7 @@ def load_keras_model(path: Path, compile: bool = True):
         raise UserError(f"cannot load {path}: it is damaged, or not a model saved by Keras") from None
 
 
-def load_checkpoint(path: Path, config: ModelConfig, compile: bool = True) -> Seq2SeqModels:
+def load_checkpoint(path: Path, config: ModelConfig, compile: bool = False) -> Seq2SeqModels:
     """A training checkpoint with its encoder and decoder inference models.
 
     Its weights must be those of the model `config` describes (a checkpoint copied from, or
