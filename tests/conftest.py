@@ -358,12 +358,13 @@ def log_softmax(x: np.ndarray) -> np.ndarray:
 
 
 class RecordingReporter:
-    """A Reporter that keeps every task (description, total, amount advanced), note and warning."""
+    """A Reporter that keeps every task (description, total, amount advanced), note, warning and save."""
 
     def __init__(self):
         self.tasks: list[dict] = []
         self.notes: list[str] = []
         self.warnings: list[str] = []
+        self.saves: list[str] = []
         self.epochs: list[int] = []
 
     def task(self, description, total=None, unit=""):
@@ -390,6 +391,9 @@ class RecordingReporter:
 
     def warn(self, message):
         self.warnings.append(message)
+
+    def saved(self, what):
+        self.saves.append(what)
 
     def epoch_end(self, row):
         self.epochs.append(row.epoch)

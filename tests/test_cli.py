@@ -13,7 +13,7 @@ import pytest
 from conftest import nmt
 from nmt_cli import __version__
 
-COMMANDS = ["prepare", "train", "evaluate", "summary", "translate"]
+COMMANDS = ["prepare", "train", "evaluate", "summary", "translate", "export", "score"]
 
 # Runs the typer app in-process on the given arguments, then reports what it printed and
 # whether TensorFlow got imported along the way.

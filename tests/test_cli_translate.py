@@ -7,6 +7,7 @@ stderr warnings and real stdin run `python -m nmt_cli` in a subprocess, as a use
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import signal
@@ -200,6 +201,15 @@ def test_n_best_prints_ranked_scored_lines(model, reference):
         assert len({text for _, _, text in group}) == 3  # distinct candidates
 
 
+def test_moses_n_best_rows_are_what_reranking_scripts_read(model):
+    asked = ["translate", "--model-dir", model, "--n-best", "3", "a b c", "d e f g"]
+    tsv, moses = ok(*asked).stdout, ok(*asked, "--n-best-format", "moses").stdout
+    rows = [line.split(" ||| ") for line in lines_of(moses)]
+    assert [line for line, _, _ in rows] == ["0"] * 3 + ["1"] * 3
+    expected = [(text, score) for _, score, text in (line.split("\t") for line in lines_of(tsv))]
+    assert [(text, score) for _, text, score in rows] == expected
+
+
 def test_json_lines(model, reference):
     result = ok("translate", "--model-dir", model, "--json", "a b c", "D E F")
     objects = [json.loads(line) for line in lines_of(result.stdout)]
@@ -321,6 +331,19 @@ def test_evaluate_json(model):
     assert report["scores"]["chrf_signature"].startswith("nrefs:1|")
     assert report["sentences_per_second"] > 0
     assert Path(report["hypotheses_file"]).is_file()
+
+
+def test_scoring_evaluates_own_hypotheses_file_gives_its_score(model, reversal_data):
+    """`--hypotheses` takes the tokenisation `nmt evaluate` scores the model's target language
+    with (here characters, not sacreBLEU's default 13a): the same file scores the same."""
+    report = json.loads(ok("evaluate", "--model-dir", model, "--beam-size", "1", "--json").stdout)
+    again = ok(
+        "evaluate", "--model-dir", model, "--json",
+        "--hypotheses", report["hypotheses_file"], "--references", reversal_data / "dev.ja",
+    )  # fmt: skip
+    scores = json.loads(again.stdout)
+    assert scores["bleu_signature"] == report["scores"]["bleu_signature"] and "tok:13a" not in scores["bleu_signature"]
+    assert scores["bleu"] == report["scores"]["bleu"]
 
 
 def test_evaluate_text(model, tmp_path):
@@ -601,6 +624,13 @@ def test_an_output_that_is_a_folder_is_refused_naming_it(model, tmp_path, comman
     assert_one_line_error(completed, f"--output {tmp_path} is a folder")
 
 
+def test_text_that_starts_with_a_dash_is_told_how_to_pass_it(tmp_path):
+    completed = nmt("translate", "--model-dir", tmp_path / "m", "-5 degrees", before_tensorflow=True)
+    assert_one_line_error(completed, "No such option: -5", 'nmt translate -- "-5 ...") or give it on stdin')
+    completed = nmt("translate", "--bogus", before_tensorflow=True)
+    assert_one_line_error(completed, "No such option: --bogus; see `")
+
+
 def test_a_closed_stdout_is_one_line(model):
     """`nmt translate ... >&-`: nothing can be printed, and the user is told so."""
     script = f"{sys.executable} -m nmt_cli translate --model-dir {model} 'a b' >&-"
@@ -608,3 +638,67 @@ def test_a_closed_stdout_is_one_line(model):
     assert completed.returncode == 2
     lines = [line for line in completed.stderr.splitlines() if line.strip()]
     assert lines == ["error: standard output is closed: redirect it (> FILE), or give --output FILE"]
+
+
+# ----------------------------------------------------------------------------------------------
+# nmt score
+# ----------------------------------------------------------------------------------------------
+
+SCORED_SOURCES = ["a b c d", "e f g", "h i j a b", "c"]
+
+
+def test_score_of_a_hypothesis_search_found_is_the_score_search_gave_it(model):
+    """Forced decoding feeds the decoder the target as search fed it its own choices: the mean
+    log-probability is the score search reported, up to the float error of another batch."""
+    found = [
+        json.loads(line)
+        for line in ok("translate", "--model-dir", model, "--tokenized", "--json", *SCORED_SOURCES).stdout.splitlines()
+    ]
+    pairs = "".join(f"{item['source']}\t{item['translation']}\n" for item in found)
+    scored = [
+        json.loads(line)
+        for line in ok("score", "--model-dir", model, "--no-normalize", "--json", input=pairs).stdout.splitlines()
+    ]
+    assert [item["target"] for item in scored] == [item["translation"] for item in found]
+    for searched, forced in zip(found, scored):
+        assert forced["per_token"] == pytest.approx(searched["score"], abs=1e-4)
+        assert forced["tokens"] == len(searched["translation"].split()) + 1  # one piece per letter, and <eos>
+        assert forced["perplexity"] == pytest.approx(math.exp(-forced["per_token"]))
+
+
+def test_score_prefers_the_translation_the_model_learnt(model):
+    pairs = "a b c d\td c b a\na b c d\ta b c d\n"
+    right, wrong = (line.split("\t") for line in ok("score", "--model-dir", model, input=pairs).stdout.splitlines())
+    assert float(right[0]) > float(wrong[0]) and float(right[2]) < float(wrong[2])
+
+
+def test_score_reads_two_aligned_files_as_it_reads_tab_separated_stdin(model, tmp_path):
+    sources, targets = tmp_path / "src.txt", tmp_path / "tgt.txt"
+    sources.write_text("a b c\ne f\n", encoding="utf-8")
+    targets.write_text("c b a\nf e\n", encoding="utf-8")
+    from_files = ok("score", "--model-dir", model, "--source", sources, "--target", targets).stdout
+    assert from_files == ok("score", "--model-dir", model, input="a b c\tc b a\ne f\tf e\n").stdout
+    assert len(from_files.splitlines()) == 2
+
+
+def test_score_mistakes_are_one_line(model, tmp_path):
+    sources, targets = tmp_path / "src.txt", tmp_path / "tgt.txt"
+    sources.write_text("a b c\ne f\n", encoding="utf-8")
+    targets.write_text("c b a\n", encoding="utf-8")
+    completed = nmt("score", "--model-dir", model, "--source", sources, "--target", targets)
+    assert_one_line_error(completed, f"{targets} ends at line 1")
+    completed = nmt("score", "--model-dir", model, input="a b c with no tab\n")
+    assert_one_line_error(completed, "stdin line 1 has no TAB")
+    completed = nmt("score", "--model-dir", model, "--source", sources, before_tensorflow=True)
+    assert_one_line_error(completed, "give --source and --target together")
+
+
+def test_with_length_penalty_0_search_scores_are_total_log_probabilities(model):
+    """ALPHA 0 ranks by log-probability alone: the scores translate reports are the totals
+    `nmt score` gives, on either engine; at the default 1 they are the per-token means."""
+    found = ok("translate", "--model-dir", model, "--tokenized", "--json", "--length-penalty", "0", *SCORED_SOURCES)
+    found = [json.loads(line) for line in found.stdout.splitlines()]
+    pairs = "".join(f"{item['source']}\t{item['translation']}\n" for item in found)
+    scored = ok("score", "--model-dir", model, "--no-normalize", "--json", input=pairs).stdout.splitlines()
+    for searched, forced in zip(found, map(json.loads, scored)):
+        assert forced["log_prob"] == pytest.approx(searched["score"], abs=1e-4)

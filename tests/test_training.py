@@ -51,7 +51,7 @@ def test_learns_digit_reversal(tmp_path, reversal_data, arch):
         label_smoothing=0.0,
         **attention,
     )
-    assert history[-1]["val_accuracy"] > 0.95, history[-1]
+    assert history[-1].val_accuracy > 0.95, history[-1]
 
 
 @pytest.mark.parametrize("precision", ["float32", "mixed_bfloat16"])
@@ -69,7 +69,7 @@ def test_the_transformer_learns_digit_reversal_in_either_precision(tmp_path, rev
     training = {"epochs": 12, "save_every": 12, "batch_tokens": 0, "batch_size": 32, "learning_rate": 0.005}
     training.update(warmup=50, label_smoothing=0.0, best_by="loss", precision=precision)
     history = run_training(TrainRequest(model_dir=model_dir, data_dir=reversal_data, model=model, training=training))
-    assert history.history[-1]["val_accuracy"] > 0.9, history.history[-1]
+    assert history.history[-1].val_accuracy > 0.9, history.history[-1]
     keras.mixed_precision.set_dtype_policy("float32")  # a fresh process: the saved file must say it all
     decoder = keras.models.load_model(Workspace(model_dir).decoder, safe_mode=True)
     assert decoder.get_layer("output_projection").dtype_policy.name == "float32"
@@ -137,7 +137,7 @@ def test_resume_continues_at_the_next_epoch(tmp_path, reversal_data):
     assert Workspace(model_dir).saved_epochs() == [1, 2, 3]
     assert [row.epoch for row in read_history(Workspace(model_dir).history)] == [1, 2, 3]
     # The resumed epoch starts from the trained weights, not from scratch.
-    assert resumed[2]["loss"] < first[0]["loss"]
+    assert resumed[2].loss < first[0].loss
 
 
 def test_resume_refuses_a_different_model_or_data(tmp_path, reversal_data, synthetic_corpus):
@@ -170,7 +170,7 @@ def test_same_seed_same_losses(tmp_path, reversal_data):
     other = _train(tmp_path / "c", reversal_data, epochs=1, save_every=1, seed=8)
     assert [row.loss for row in first] == [row.loss for row in second]
     assert [row.val_loss for row in first] == [row.val_loss for row in second]
-    assert other[0]["loss"] != first[0]["loss"]
+    assert other[0].loss != first[0].loss
 
 
 def test_restart_with_bad_options_keeps_the_old_model(tmp_path, reversal_data):
@@ -194,6 +194,7 @@ def test_progress_has_a_bar_for_the_whole_run_and_one_per_epoch(tmp_path, revers
     assert whole["total"] == whole["done"] == sum(task["total"] for task in epochs) > 0
     assert not any(task["open"] for task in reporter.tasks)
     assert reporter.epochs == [2, 3] and any("resuming from the end of epoch 1" in note for note in reporter.notes)
+    assert [what for what in reporter.saves if what.startswith("epoch-")] == ["epoch-002.keras", "epoch-003.keras"]
 
 
 def test_the_data_directory_is_found_from_anywhere(tmp_path, reversal_data, monkeypatch):
@@ -287,3 +288,34 @@ def test_mixed_float16_is_refused_on_a_cpu(tmp_path, reversal_data):
     request = TrainRequest(model_dir=tmp_path / "model", data_dir=reversal_data, model=SMALL, training=training)
     with pytest.raises(UserError, match="mixed_float16 needs a GPU; on a CPU use mixed_bfloat16 or float32"):
         run_training(request)
+
+
+def test_a_batch_jobs_log_gets_progress_lines_before_the_first_epoch_ends(tmp_path, reversal_data):
+    """stderr to a file, as Slurm and nohup run it: no bars, but a plain line every --log-interval
+    seconds (here 0: at every step, so that the count does not depend on this machine's speed)
+    with both open tasks, their counts and times, and the step's figures."""
+    import re
+    import subprocess
+    import sys
+
+    log = tmp_path / "train.log"
+    command = [sys.executable, "-m", "nmt_cli", "train", "--data-dir", reversal_data, "--model-dir", tmp_path / "m"]
+    command += ["--arch", "seq2seq", "--units", "16", "--embedding-dim", "8", "--batch-size", "8", "--epochs", "1"]
+    with open(log, "w") as stream:
+        completed = subprocess.run(list(map(str, command + ["--log-interval", "0"])), stderr=stream, timeout=300)
+    assert completed.returncode == 0, log.read_text()
+    lines = log.read_text().splitlines()
+    before_epoch_end = lines[: next(i for i, line in enumerate(lines) if line.split()[:2] == ["epoch", "loss"])]
+    pattern = re.compile(
+        r"epochs to 1: (\d+)/250 \(\d+%\), \d+:\d\d:\d\d elapsed.* \| epoch 1/1: (\d+)/250 \(\d+%\), "
+        r"\d+:\d\d:\d\d elapsed, \d+:\d\d:\d\d left, "
+        r"loss ([\d.]+)  acc ([\d.]+)  tok/s (\d+)  lr ([\d.e-]+)  step (\d+)"
+    )
+    progress = [pattern.fullmatch(line) for line in before_epoch_end]
+    assert len(progress) >= 250 and all(progress), before_epoch_end[:5]
+    steps = [int(match.group(7)) for match in progress]
+    assert steps == sorted(steps) and steps[0] == 1 and steps[-1] == 250
+    assert all(float(match.group(3)) > 0 for match in progress)
+    after = lines[len(before_epoch_end) + 2 :]  # the header and epoch 1's row, then what was saved
+    assert after[0].startswith("saved best.keras with its inference models (the end of epoch 1, val_bleu ")
+    assert after[1] == "saved epoch-001.keras"

@@ -299,9 +299,11 @@ class CheckpointPolicy:
         best_by: str,
         writes: bool = True,
         after_best: Callable[[BestStamp], None] | None = None,
+        on_saved: Callable[[str], None] | None = None,
     ):
         self.workspace, self.models, self.history = workspace, models, history
         self.after_best = after_best  # what else a new best brings (training exports it to CTranslate2)
+        self.on_saved = on_saved or (lambda what: None)  # told of each checkpoint written
         self.save_every, self.best_by = save_every, best_by
         self.writes = writes  # False for every worker but the chief: it keeps count, writes nothing
         best = best_row(history, best_by)
@@ -338,6 +340,8 @@ class CheckpointPolicy:
     def _save_best(self, row: HistoryRow, position: Position) -> None:
         stamp = BestStamp(position, row.epoch, self.best_by, self.best)
         saved = _save_together(stamp, self.workspace, [self.models.training, self.models.encoder, self.models.decoder])
+        figure = f"val_bleu {row.val_bleu:.2f}" if self.best_by == "bleu" else f"val_loss {row.val_loss:.4f}"
+        self.on_saved(f"{self.workspace.best.name} with its inference models ({position}, {figure})")
         if self.after_best is not None:
             self.after_best(replace(stamp, sha256=saved))
 
@@ -348,6 +352,7 @@ class CheckpointPolicy:
             return
         if not path.exists():
             files.save_model(self.models.training, path)
+            self.on_saved(path.name)
         self._drop_resume_point()
 
     def _drop_resume_point(self) -> None:
@@ -360,4 +365,5 @@ class CheckpointPolicy:
         if not self.writes:
             return self.workspace.resume_checkpoint
         _save_together(ResumeStamp(position, epoch_so_far), self.workspace, [self.models.training])
+        self.on_saved(f"{self.workspace.resume_checkpoint.name} ({position})")
         return self.workspace.resume_checkpoint

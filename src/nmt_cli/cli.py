@@ -16,11 +16,12 @@ import time
 from collections.abc import Callable
 from contextlib import ExitStack, nullcontext
 from dataclasses import MISSING, Field, fields
+from itertools import zip_longest
 from pathlib import Path
 from typing import Any, Literal, get_type_hints
 
 import typer
-from typer._click.exceptions import NoArgsIsHelpError, UsageError
+from typer._click.exceptions import NoArgsIsHelpError, NoSuchOption, UsageError
 from typer.core import TyperCommand, TyperGroup
 
 from nmt_cli import __version__
@@ -32,6 +33,7 @@ from nmt_cli.config import (
     ExportOptions,
     ModelConfig,
     PrepareOptions,
+    ScoreOptions,
     SummaryOptions,
     TrainingConfig,
     TrainOptions,
@@ -224,7 +226,8 @@ def _run_training(plan, started: float, options: TrainOptions):
     from nmt_cli.training import train as run_training
 
     try:
-        return run_training(plan, console.RichReporter(), started, options.distribute, options.cluster_timeout)
+        reporter = console.RichReporter(log_interval=options.log_interval)
+        return run_training(plan, reporter, started, options.distribute, options.cluster_timeout)
     except StoppedWaiting as stop:
         console.tell(f"stopped by {stop} while waiting for the other workers: nothing was trained")
         raise SystemExit(128 + stop.signal_number) from None
@@ -252,7 +255,7 @@ def evaluate(**values: Any) -> None:
     if options.hypotheses is not None:
         from nmt_cli.evaluation import score_files
 
-        scores = score_files(options.hypotheses, options.references, options.tokenize)
+        scores = score_files(options.hypotheses, options.references, options.tokenize, Workspace(options.model_dir))
         if options.as_json:
             console.stdout.print_json(json.dumps(vars(scores)))
         else:
@@ -276,7 +279,7 @@ def evaluate(**values: Any) -> None:
     from nmt_cli.evaluation import evaluate_checkpoints
     from nmt_cli.translation import Translator
 
-    translator = Translator(model, open_engine(model, options.threads, warn=console.tell))
+    translator = Translator(model, open_engine(model, options.threads, console.tell, options.length_penalty))
     results = evaluate_checkpoints(
         translator,
         checkpoints,
@@ -284,7 +287,7 @@ def evaluate(**values: Any) -> None:
         options.split,
         options.beam_size,
         options.output,
-        console.RichReporter(),
+        console.RichReporter(log_interval=options.log_interval),
     )
     if options.as_json:
         payload = [r.to_dict() for r in results] if options.all_checkpoints else results[0].to_dict()
@@ -380,7 +383,7 @@ def translate(texts: list[str] | None = None, **values: Any) -> None:
     from nmt_cli.translation import MAX_PARTS, Translator
 
     # The Keras engine loads TensorFlow here; the CTranslate2 engine never does.
-    translator = Translator(model, open_engine(model, options.threads, warn=console.tell))
+    translator = Translator(model, open_engine(model, options.threads, console.tell, options.length_penalty))
 
     def warn_long(line: str, pieces: int, trained: int, parts: int) -> None:
         excerpt = line if len(line) <= 40 else line[:37] + "..."
@@ -418,8 +421,10 @@ def translate(texts: list[str] | None = None, **values: Any) -> None:
             options.output.parent.mkdir(parents=True, exist_ok=True)
         output = sys.stdout if options.output is None else stack.enter_context(files.atomic_writer(options.output))
         try:
-            for result in results:
-                output.write(console.translation_lines(result, options.n_best, options.as_json))
+            for line, result in enumerate(results):
+                output.write(
+                    console.translation_lines(result, options.n_best, options.as_json, options.n_best_format, line)
+                )
                 if options.output is None:
                     output.flush()
         except BrokenPipeError:
@@ -427,6 +432,59 @@ def translate(texts: list[str] | None = None, **values: Any) -> None:
             # killed by SIGPIPE does; nothing more may reach the closed stdout.
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             raise SystemExit(128 + signal.SIGPIPE) from None
+
+
+@app.command(cls=_Command)
+@_with_options(_parameters(ScoreOptions))
+def score(**values: Any) -> None:
+    """How likely the model finds given translations: log-probability, per token, perplexity."""
+    from nmt_cli.trained import TrainedModel
+
+    options = _options_from(ScoreOptions, values)
+    options.validate()
+    if options.output is None and isinstance(sys.stdout, _ClosedStdout):
+        raise UserError(_STDOUT_CLOSED)
+    model = TrainedModel.open(options.model_dir, options.checkpoint, options.engine)
+
+    from nmt_cli import console, files
+    from nmt_cli.engines import open_engine
+    from nmt_cli.scoring import score_pairs
+    from nmt_cli.translation import Translator
+
+    translator = Translator(model, open_engine(model, options.threads, warn=console.tell))
+    with ExitStack() as stack:
+        if options.source is not None:
+            sources = _utf8_lines(stack.enter_context(open(options.source, "rb")), str(options.source))
+            targets = _utf8_lines(stack.enter_context(open(options.target, "rb")), str(options.target))
+            pairs = _aligned(sources, targets, options.source, options.target)
+        else:
+            pairs = _tab_separated(_utf8_lines(sys.stdin.buffer, "stdin"))
+
+        def skipped(source: str, why: str) -> None:
+            console.tell(f"warning: {source[:40]!r} was not scored: {why}")
+
+        scores = score_pairs(translator, pairs, options.normalize, on_skipped=skipped)
+        if options.output is not None:
+            options.output.parent.mkdir(parents=True, exist_ok=True)
+        output = sys.stdout if options.output is None else stack.enter_context(files.atomic_writer(options.output))
+        for result in scores:
+            output.write(console.score_line(result, options.as_json))
+
+
+def _aligned(sources, targets, source_file: Path, target_file: Path):
+    for number, (source, target) in enumerate(zip_longest(sources, targets), 1):
+        if source is None or target is None:
+            shorter = source_file if source is None else target_file
+            raise UserError(f"{shorter} ends at line {number - 1}: --source and --target must align line by line")
+        yield source, target
+
+
+def _tab_separated(lines):
+    for number, line in enumerate(lines, 1):
+        source, tab, target = line.partition("\t")
+        if not tab:
+            raise UserError(f"stdin line {number} has no TAB: give SOURCE<TAB>TARGET lines, or --source and --target")
+        yield source, target
 
 
 def _utf8_lines(stream, name: str):
@@ -479,6 +537,12 @@ def run() -> int | str | None:
     except UsageError as mistake:  # an option Typer could not read: one line, as for every mistake
         message = mistake.format_message().replace("Value error, ", "").rstrip(".")
         where = f"; see `{mistake.ctx.command_path} --help`" if mistake.ctx is not None else ""
+        looks_like_text = isinstance(mistake, NoSuchOption) and not mistake.option_name.startswith("--")
+        if looks_like_text and mistake.ctx is not None and mistake.ctx.info_name == "translate":
+            where = (
+                "; to translate text that starts with '-', put -- before it "
+                f'(nmt translate -- "{mistake.option_name} ...") or give it on stdin'
+            )
         print(f"error: {message}{where}", file=sys.stderr)
         code = mistake.exit_code
     except UserError as error:

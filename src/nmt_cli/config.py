@@ -435,6 +435,28 @@ def _as_json() -> Any:
     return option(False, "Print the results as JSON.", flag="--json")
 
 
+DEFAULT_LOG_INTERVAL = 30.0
+N_BEST_FORMATS = ("tsv", "moses")
+
+
+def _log_interval() -> Any:
+    return option(
+        DEFAULT_LOG_INTERVAL,
+        "Seconds between progress lines when stderr is not a terminal (a batch job's log); "
+        "on a terminal, progress bars.",
+        minimum=0.0,
+    )
+
+
+def _length_penalty() -> Any:
+    return option(
+        1.0,
+        "Rank hypotheses by log-probability over length**ALPHA: 1 is the mean per token, 0 the total "
+        "(favours short ones), above 1 favours long ones.",
+        minimum=0.0,
+    )
+
+
 def _engine() -> Any:
     return option(
         "auto",
@@ -500,6 +522,7 @@ class TrainOptions:
         minimum=1,
         panel=PLACEMENT,
     )
+    log_interval: float = _log_interval()
 
 
 @dataclass
@@ -509,7 +532,14 @@ class TranslateOptions:
     input: Path | None = option(None, "Translate this file, one sentence per line.", default_text="arguments or stdin")
     output: Path | None = option(None, "Write translations here.", default_text="stdout")
     beam_size: int = _beam_size()
+    length_penalty: float = _length_penalty()
     n_best: int = option(1, "Print the N best distinct translations of each input, with scores.", minimum=1)
+    n_best_format: str = option(
+        "tsv",
+        "How --n-best rows read: tsv (RANK<TAB>SCORE<TAB>TEXT) or moses (LINE ||| TEXT ||| SCORE, 0-based "
+        "line numbers, what reranking scripts read).",
+        choices=N_BEST_FORMATS,
+    )
     normalize: bool = option(True, "Bring raw input to the training corpus' form.", flag="--normalize/--no-normalize")
     tokenized: bool = option(False, "Keep the corpus' word spacing in the output.", flag="--tokenized")
     as_json: bool = option(False, "One JSON object per line: source, translation, score.", flag="--json")
@@ -524,6 +554,32 @@ class TranslateOptions:
 
 
 @dataclass
+class ScoreOptions:
+    model_dir: Path = _model_dir()
+    checkpoint: str = _checkpoint()
+    source: Path | None = option(None, "Source sentences, one per line (with --target).", default_text="stdin")
+    target: Path | None = option(
+        None, "Their translations, line by line.", default_text="stdin: SOURCE<TAB>TARGET lines"
+    )
+    output: Path | None = option(None, "Write the scores here.", default_text="stdout")
+    normalize: bool = option(True, "Bring both sides to the training corpus' form.", flag="--normalize/--no-normalize")
+    as_json: bool = option(
+        False, "One JSON object per line: source, target, log_prob, tokens, per_token, perplexity.", flag="--json"
+    )
+    engine: str = _engine()
+    threads: int = _threads()
+
+    def validate(self) -> None:
+        check(self)
+        if (self.source is None) != (self.target is None):
+            raise UserError("give --source and --target together, or SOURCE<TAB>TARGET lines on stdin")
+        for flag, path in (("--source", self.source), ("--target", self.target)):
+            if path is not None and not path.is_file():
+                raise UserError(f"{flag} {path} is not a file")
+        check_output_file(self.output)
+
+
+@dataclass
 class EvaluateOptions:
     model_dir: Path = _model_dir()
     data_dir: Path | None = option(None, "Prepared data.", default_text="the one the model was trained on")
@@ -533,13 +589,19 @@ class EvaluateOptions:
     checkpoint: str = _checkpoint()
     all_checkpoints: bool = option(False, "Score every saved checkpoint and mark the best.", flag="--all-checkpoints")
     beam_size: int = _beam_size()
+    length_penalty: float = _length_penalty()
     output: Path | None = option(None, "Hypotheses file.", default_text="MODEL_DIR/eval/SPLIT-CHECKPOINT-beamK.txt")
     hypotheses: Path | None = option(None, "Score this hypothesis file instead of translating (needs --references).")
     references: Path | None = option(None, "Reference file for --hypotheses.")
-    tokenize: str = option("13a", "sacreBLEU tokenizer for --hypotheses/--references scoring.")
+    tokenize: str | None = option(
+        None,
+        "sacreBLEU tokenizer for --hypotheses/--references scoring.",
+        default_text="the one nmt evaluate scores --model-dir's target language with, else 13a",
+    )
     engine: str = _engine()
     threads: int = _threads()
     as_json: bool = _as_json()
+    log_interval: float = _log_interval()
 
     def validate(self) -> None:
         check(self)

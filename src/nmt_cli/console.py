@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
@@ -19,6 +20,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from nmt_cli.config import DEFAULT_LOG_INTERVAL
 from nmt_cli.history import HistoryRow, best_row
 from nmt_cli.progress import Reporter
 
@@ -53,18 +55,60 @@ def _format_fields(fields: dict[str, object]) -> str:
     )
 
 
+class _LoggedTask:
+    """A task's progress kept for the plain lines of a log (stderr not a terminal)."""
+
+    def __init__(self, description: str, total: float | None, on_advance):
+        self.description, self.total, self.done, self.fields = description, total, 0.0, {}
+        self.started, self._on_advance = time.monotonic(), on_advance
+
+    def advance(self, amount: float = 1, **fields: object) -> None:
+        self.done += amount
+        self.fields.update(fields)
+        self._on_advance()
+
+    def line(self, now: float) -> str:
+        elapsed = now - self.started
+        text = f"{self.description}: {self.done:g}"
+        if self.total:
+            text += f"/{self.total:g} ({100 * self.done / self.total:.0f}%)"
+        text += f", {_duration(elapsed)} elapsed"
+        if self.total and self.done:
+            text += f", {_duration(elapsed / self.done * max(self.total - self.done, 0))} left"
+        return text + (f", {_format_fields(self.fields)}" if self.fields else "")
+
+
+def _duration(seconds: float) -> str:
+    minutes, seconds = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{seconds:02d}"
+
+
 class RichReporter(Reporter):
     """Progress bars on stderr, so stdout stays clean for results and pipes.
 
     Tasks may nest (a whole training run, and its current epoch): they share one live display,
-    which rich requires, and each task's bar leaves when its task ends.
+    which rich requires, and each task's bar leaves when its task ends. When stderr is not a
+    terminal (a batch job's log), there are no bars: every `log_interval` seconds of work one plain
+    line gives every open task's count, elapsed and remaining time, and figures.
     """
 
-    def __init__(self, console: Console = stderr):
+    def __init__(self, console: Console = stderr, log_interval: float = DEFAULT_LOG_INTERVAL):
         self.console = console
         self._epoch_header_shown = False
         self._progress: Progress | None = None
         self._open_tasks = 0
+        self.log_interval = log_interval
+        self._logged: list[_LoggedTask] = []  # open tasks, outermost first (no terminal)
+        self._last_line = time.monotonic()
+
+    def _log_progress(self) -> None:
+        now = time.monotonic()
+        if now - self._last_line >= self.log_interval:
+            self._last_line = now
+            self.console.print(
+                " | ".join(task.line(now) for task in self._logged), markup=False, highlight=False, soft_wrap=True
+            )
 
     def _columns(self, unit: str) -> list:
         if unit == "bytes":
@@ -87,12 +131,17 @@ class RichReporter(Reporter):
         ]
 
     @contextmanager
-    def task(self, description: str, total: float | None = None, unit: str = "") -> Iterator[_RichTask]:
+    def task(self, description: str, total: float | None = None, unit: str = "") -> Iterator[_RichTask | _LoggedTask]:
+        if not self.console.is_terminal:  # a log file gets plain lines, not redraws
+            logged = _LoggedTask(description, total, self._log_progress)
+            self._logged.append(logged)
+            try:
+                yield logged
+            finally:
+                self._logged.remove(logged)
+            return
         if self._progress is None:
-            # Off when stderr is not a terminal: a log file gets the notes and results, not redraws.
-            self._progress = Progress(
-                *self._columns(unit), console=self.console, transient=True, disable=not self.console.is_terminal
-            )
+            self._progress = Progress(*self._columns(unit), console=self.console, transient=True)
             self._progress.start()
         progress = self._progress
         self._open_tasks += 1
@@ -111,6 +160,10 @@ class RichReporter(Reporter):
 
     def warn(self, message: str) -> None:
         self.console.print(f"warning: {message}", markup=False, highlight=False, soft_wrap=True)
+
+    def saved(self, what: str) -> None:
+        if not self.console.is_terminal:  # a log says when each save happened; a terminal's summary says where
+            self.console.print(f"saved {what}", markup=False, highlight=False, soft_wrap=True)
 
     def epoch_end(self, row: HistoryRow) -> None:
         columns = row.shown()
@@ -170,8 +223,19 @@ def training_summary(result, model_dir: str) -> str:
     )
 
 
-def translation_lines(result, n_best: int, as_json: bool) -> str:
-    """What `nmt translate` writes for one input line."""
+def score_line(score, as_json: bool) -> str:
+    """What `nmt score` writes for one pair: total log-probability, per token, perplexity."""
+    import json
+
+    if as_json:
+        return _escape_line_breaks(json.dumps(score.to_dict(), ensure_ascii=False)) + "\n"
+    if score.log_prob is None:
+        return "nan\tnan\tnan\n"
+    return f"{score.log_prob:.4f}\t{score.per_token:.4f}\t{score.perplexity:.4f}\n"
+
+
+def translation_lines(result, n_best: int, as_json: bool, n_best_format: str = "tsv", line: int = 0) -> str:
+    """What `nmt translate` writes for input line number `line` (0-based)."""
     import json
 
     if as_json:
@@ -190,6 +254,8 @@ def translation_lines(result, n_best: int, as_json: bool) -> str:
         return "".join(_escape_line_breaks(record) + "\n" for record in records)
     if n_best == 1:
         return result.text + "\n"
+    if n_best_format == "moses":  # only the rows found: Moses n-best readers group rows by line number
+        return "".join(f"{line} ||| {c.text} ||| {c.score:.4f}\n" for c in result.candidates)
     # Always N rows, so that a reader can count them; a row with no score fills in for a
     # translation the search did not find (an empty input, or fewer distinct texts than N).
     rows = [f"{rank}\t{c.score:.4f}\t{c.text}\n" for rank, c in enumerate(result.candidates, 1)]

@@ -63,6 +63,7 @@ class Searcher:
         # The loops are explicit tf.while_loops: AutoGraph would only add tracing time.
         self._greedy = tf.function(self._greedy_graph, input_signature=signature, autograph=False)
         self._beams: dict[int, tf.types.experimental.GenericFunction] = {}
+        self._forced = tf.function(self._forced_graph, input_signature=signature * 2, autograph=False)
 
     def search(self, source: np.ndarray, beam_size: int = 5, n_best: int = 1) -> list[list[Hypothesis]]:
         """The `n_best` best hypotheses of every source row, best first."""
@@ -99,6 +100,24 @@ class Searcher:
                 results[i] = [(h.ids, h.score) for h in hypotheses]
             if on_progress is not None:
                 on_progress(len(rows))
+        return results
+
+    def score_all(self, sources: list[list[int]], targets: list[list[int]]) -> list[list[float]]:
+        """The log-probability of each target token and of the `<eos>` after them, given its
+        source: the decoder fed the target itself (forced decoding), as search feeds its choices."""
+        results: list[list[float]] = [[] for _ in sources]
+        order = sorted(range(len(sources)), key=lambda i: (len(sources[i]), len(targets[i])))
+        for start in range(0, len(order), BATCH_SENTENCES):
+            rows = order[start : start + BATCH_SENTENCES]
+            source = np.full((len(rows), max(max(len(sources[i]) for i in rows), 1)), PAD_ID, np.int32)
+            target = np.full((len(rows), max(len(targets[i]) for i in rows) + 1), EOS_ID, np.int32)
+            for r, i in enumerate(rows):
+                source[r, : len(sources[i])] = sources[i]
+                target[r, : len(targets[i])] = targets[i]
+            run = self._forced_graph if len(rows) <= EAGER_MAX_SENTENCES else self._forced
+            log_probs = run(tf.convert_to_tensor(source), tf.convert_to_tensor(target)).numpy()
+            for r, i in enumerate(rows):
+                results[i] = log_probs[r, : len(targets[i]) + 1].tolist()
         return results
 
     def greedy_search(self, source: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -180,6 +199,26 @@ class Searcher:
             ],
         )
         return tf.transpose(output.stack()), total / tf.pow(tf.maximum(lengths, 1.0), self.length_alpha)
+
+    def _forced_graph(self, source, target):
+        """Per-token log-probabilities of `target` (each row its tokens, then `<eos>` to the end),
+        fed one token at a time after `<bos>`, exactly as search feeds the tokens it picks."""
+        memory, cache = self._encode(source)
+        batch, steps = tf.shape(target)[0], tf.shape(target)[1]
+        previous = tf.concat([tf.fill([batch, 1], BOS_ID), target[:, :-1]], axis=1)
+        output = tf.TensorArray(tf.float32, size=steps)
+
+        def body(t, cache, output):
+            log_probs, cache = self._step(previous[:, t], t, memory, cache)
+            return t + 1, cache, output.write(t, tf.gather(log_probs, target[:, t], batch_dims=1))
+
+        _, _, output = tf.while_loop(
+            lambda t, *_: t < steps,
+            body,
+            [tf.constant(0), cache, output],
+            shape_invariants=[tf.TensorShape([]), self._cache_shapes(cache), tf.TensorShape(None)],
+        )
+        return tf.transpose(output.stack())
 
     def _beam_graph(self, source, beam_size: int):
         """Beam search as in fairseq: hypotheses that end leave the beam for a pool of finished

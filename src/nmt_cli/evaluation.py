@@ -12,13 +12,14 @@ from sacrebleu.metrics import BLEU, CHRF
 
 from nmt_cli import files
 from nmt_cli.corpus import read_lines
-from nmt_cli.datadir import DataDir
+from nmt_cli.datadir import DataDir, Manifest
 from nmt_cli.errors import UserError
 from nmt_cli.progress import Reporter
 from nmt_cli.tokenizer import output_text, style
 
 if TYPE_CHECKING:  # scoring files alone must not pull in TensorFlow
     from nmt_cli.translation import Translator
+    from nmt_cli.workspace import Workspace
 
 
 @dataclass
@@ -75,7 +76,14 @@ def score(hypotheses: list[str], references: list[str], tokenize: str) -> Scores
     )
 
 
-def score_files(hypotheses: Path, references: Path, tokenize: str) -> Scores:
+def score_files(hypotheses: Path, references: Path, tokenize: str | None, model: Workspace | None = None) -> Scores:
+    """Score a hypothesis file; without `tokenize`, as `evaluate` scores `model`'s target language
+    (so its own hypotheses files score the same), or with sacreBLEU's default where there is no model."""
+    if tokenize is None:
+        tokenize = "13a"
+        if model is not None and model.data_manifest.is_file():
+            manifest = Manifest.read(model.data_manifest)
+            tokenize = bleu_tokenizer(manifest.target_style, manifest.target_lang)
     return score(read_lines(Path(hypotheses)), read_lines(Path(references)), tokenize)
 
 

@@ -37,5 +37,8 @@ class Reporter:
     def warn(self, message: str) -> None:
         """Something the user should know is not as it should be, though the work goes on."""
 
+    def saved(self, what: str) -> None:
+        """A checkpoint (or export) was written: which, and where in training."""
+
     def epoch_end(self, row: HistoryRow) -> None:
         """One training epoch finished: its history row."""

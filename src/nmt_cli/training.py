@@ -284,6 +284,7 @@ def _checkpoint_policy(
         # kill), the export no longer matches it, and translation uses Keras until it does.
         digest = stamp.sha256[workspace.best.name]
         export(models.training, config.model, workspace, workspace.best, "best", stamp.epoch, checkpoint_sha256=digest)
+        reporter.saved(f"{workspace.export.name}/, the CTranslate2 export of {workspace.best.name}")
 
     exportable = ARCHITECTURES[config.model.arch].exportable
     training = config.training
@@ -295,6 +296,7 @@ def _checkpoint_policy(
         training.best_by,
         writes=writes,
         after_best=export_best if exportable else None,
+        on_saved=reporter.saved,
     )
 
 
@@ -569,8 +571,10 @@ class _EpochMonitor(keras.callbacks.Callback):
         loss = float(logs.get("loss", 0.0))
         refuse_non_finite("training loss", loss, self._here())
         rate = round(float(logs.get("target_tokens", 0.0)) / max(self.last_batch_end - self.started, 1e-9))
+        optimizer = self.model.optimizer
+        figures = {"loss": loss, "acc": float(logs.get("accuracy", 0.0)), "tok/s": rate}
+        self.task.advance(1, **figures, lr=current_learning_rate(optimizer), step=int(optimizer.iterations.numpy()))
         self.run.advance(1)
-        self.task.advance(1, loss=loss, acc=float(logs.get("accuracy", 0.0)), **{"tok/s": rate})
         agreed = self._agree(self.rule.request(now=self.last_batch_end))
         if self.done_batches == self.epoch_batches:
             return  # the epoch's end saves what a stop needs
@@ -610,10 +614,10 @@ class _EpochMonitor(keras.callbacks.Callback):
         if agreed is StopReason.SIGNAL or (agreed and self.stopped_by is None):
             self.stopped_by = agreed.describe(self.training.patience, self.stop_signal)
         last = self.position.epochs == self.training.epochs or self.stopped_by is not None
+        self.reporter.epoch_end(row)
         self.policy.epoch_end(row, self.position, last=last, epoch_so_far=self.stopped_epoch_so_far)
         if self.scalars is not None:
             self.scalars.epoch_end(row)
-        self.reporter.epoch_end(row)
         if self.stop_signal is not None:  # perhaps received while this epoch's files were written
             if self.position.batches:
                 checkpoint = self.policy.save_resume_point(self.position, self.stopped_epoch_so_far)

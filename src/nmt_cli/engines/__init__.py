@@ -7,7 +7,8 @@
 
 `translation.py` and `evaluation.py` see only `Engine`. Both engines keep the same search:
 `LengthRule` steps at most (`<eos>` forced at the last), beam search with finished hypotheses
-leaving the beam, scores that are log-probabilities over length (counting `<eos>`).
+leaving the beam, scores that are log-probabilities over length**alpha (length counting `<eos>`;
+alpha is the length penalty, 1 by default).
 
 Importing this package loads neither TensorFlow nor CTranslate2: `open_engine` imports the one
 it needs.
@@ -58,12 +59,18 @@ class Engine(Protocol):
         """Id sequences in, n-best lists out, in order; an empty sequence gets an empty list.
         `on_progress(sentences)` hears after each batch how many it translated."""
 
+    def score_all(self, sources: list[list[int]], targets: list[list[int]]) -> list[list[float]]:
+        """Forced decoding: for each (source, target) pair, the log-probability of each target
+        token and of the `<eos>` after them, as search would have scored them."""
+
     def load_checkpoint(self, checkpoint: Path) -> None:
         """Search with the weights of another checkpoint of the same model from now on."""
 
 
-def open_engine(model: TrainedModel, threads: int = 0, warn: Callable[[str], None] | None = None) -> Engine:
-    """The engine `model.engine_name` names, ready to search.
+def open_engine(
+    model: TrainedModel, threads: int = 0, warn: Callable[[str], None] | None = None, length_penalty: float = 1.0
+) -> Engine:
+    """The engine `model.engine_name` names, ready to search with that length penalty.
 
     A CTranslate2 export chosen by `auto` that does not load (damaged) is left for the Keras
     engine, with a warning through `warn`; asked for by name, it is an error.
@@ -72,7 +79,7 @@ def open_engine(model: TrainedModel, threads: int = 0, warn: Callable[[str], Non
         from nmt_cli.engines.ctranslate2 import CTranslate2Engine
 
         try:
-            return CTranslate2Engine(model.workspace.export, threads)
+            return CTranslate2Engine(model.workspace.export, threads, length_penalty=length_penalty)
         except UserError as damaged:
             if model.requested_engine != "auto":
                 raise
@@ -80,4 +87,4 @@ def open_engine(model: TrainedModel, threads: int = 0, warn: Callable[[str], Non
                 warn(f"warning: {damaged}; translating with the Keras engine instead")
     from nmt_cli.engines.keras import KerasEngine
 
-    return KerasEngine(model, threads)
+    return KerasEngine(model, threads, length_penalty)

@@ -31,11 +31,14 @@ BATCH_SENTENCES = 64  # sentences per batch
 class CTranslate2Engine:
     name = "ctranslate2"
 
-    def __init__(self, export_dir: Path, threads: int = 0, length_rule: LengthRule = LENGTH_RULE):
-        self.export_dir, self.length_rule = Path(export_dir), length_rule
+    def __init__(
+        self, export_dir: Path, threads: int = 0, length_rule: LengthRule = LENGTH_RULE, length_penalty: float = 1.0
+    ):
+        self.export_dir, self.length_rule, self.length_penalty = Path(export_dir), length_rule, length_penalty
         try:
             self.source_pieces = self._vocabulary("source")
-            self.target_ids = {piece: i for i, piece in enumerate(self._vocabulary("target"))}
+            self.target_pieces = self._vocabulary("target")
+            self.target_ids = {piece: i for i, piece in enumerate(self.target_pieces)}
             workers = threads or len(os.sched_getaffinity(0))
             self.translator = ctranslate2.Translator(
                 str(export_dir), device="cpu", inter_threads=workers, intra_threads=1
@@ -75,7 +78,7 @@ class CTranslate2Engine:
                     [[self.source_pieces[t] for t in sources[i]] for i in batch],
                     beam_size=beam_size,
                     num_hypotheses=n_best,
-                    length_penalty=1.0,
+                    length_penalty=self.length_penalty,
                     min_decoding_length=0,
                     # The last step is the one where <eos> is forced: CTranslate2 stops before it.
                     max_decoding_length=self.length_rule.steps(length) - 1,
@@ -91,6 +94,19 @@ class CTranslate2Engine:
             if on_progress is not None:
                 on_progress(len(batch))
         return results
+
+    def score_all(self, sources: list[list[int]], targets: list[list[int]]) -> list[list[float]]:
+        queued = []
+        for start in range(0, len(sources), BATCH_SENTENCES):
+            rows = range(start, min(start + BATCH_SENTENCES, len(sources)))
+            found = self.translator.score_batch(
+                [[self.source_pieces[t] for t in sources[i]] for i in rows],
+                [[self.target_pieces[t] for t in targets[i]] for i in rows],
+                max_input_length=0,
+                asynchronous=True,
+            )
+            queued.extend(found)
+        return [list(waiting.result().log_probs) for waiting in queued]
 
     def _ids(self, pieces: list[str]) -> list[int]:
         return [self.target_ids[piece] for piece in pieces]

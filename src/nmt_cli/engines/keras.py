@@ -19,11 +19,11 @@ if TYPE_CHECKING:
 class KerasEngine:
     name = "keras"
 
-    def __init__(self, model: TrainedModel, threads: int = 0):
+    def __init__(self, model: TrainedModel, threads: int = 0, length_penalty: float = 1.0):
         backend.load_tensorflow(threads)
         from nmt_cli.decoding import Searcher
 
-        self.model_config = model.config.model
+        self.model_config, self.length_penalty = model.config.model, length_penalty
         self.training = None  # the training model, once a checkpoint has been loaded whole
         if model.checkpoint == model.workspace.best and inference_models_of_best(model.workspace):
             # The saved inference models are best.keras' own: loading them skips the training graph.
@@ -32,7 +32,7 @@ class KerasEngine:
 
             encoder, decoder = load_keras_model(model.workspace.encoder), load_keras_model(model.workspace.decoder)
             if is_step_contract(decoder):
-                self.searcher = Searcher(encoder, decoder)
+                self.searcher = Searcher(encoder, decoder, length_alpha=length_penalty)
                 return
         self.load_checkpoint(model.checkpoint)
 
@@ -44,7 +44,8 @@ class KerasEngine:
 
         if self.training is None:
             models = load_checkpoint(checkpoint, self.model_config)
-            self.training, self.searcher = models.training, Searcher(models.encoder, models.decoder)
+            self.training = models.training
+            self.searcher = Searcher(models.encoder, models.decoder, length_alpha=self.length_penalty)
             return
         try:
             self.training.load_weights(checkpoint)
@@ -55,3 +56,8 @@ class KerasEngine:
     def search_all(self):
         """The searcher's own (`decoding.Searcher.search_all`), for the weights loaded last."""
         return self.searcher.search_all
+
+    @property
+    def score_all(self):
+        """The searcher's forced decoding (`decoding.Searcher.score_all`)."""
+        return self.searcher.score_all
