@@ -702,3 +702,31 @@ def test_with_length_penalty_0_search_scores_are_total_log_probabilities(model):
     scored = ok("score", "--model-dir", model, "--no-normalize", "--json", input=pairs).stdout.splitlines()
     for searched, forced in zip(found, map(json.loads, scored)):
         assert forced["log_prob"] == pytest.approx(searched["score"], abs=1e-4)
+
+
+# ----------------------------------------------------------------------------------------------
+# Sampling
+# ----------------------------------------------------------------------------------------------
+
+SAMPLED = ["a b c d", "e f g h i", "j a b c", "d e f", "g h i j a b"]
+
+
+def test_sampling_with_a_seed_repeats_and_differs_from_greedy(model):
+    draw = ["translate", "--model-dir", model, "--sampling-topk", "0", "--sampling-temperature", "5", *SAMPLED]
+    first, again = ok(*draw, "--seed", "3").stdout, ok(*draw, "--seed", "3").stdout
+    greedy = ok("translate", "--model-dir", model, "--beam-size", "1", *SAMPLED).stdout
+    assert first == again and len(lines_of(first)) == len(SAMPLED)
+    assert first != greedy  # five flattened draws that all fall on the most likely path: vanishingly rare
+
+
+@pytest.mark.parametrize("narrowed", [["--sampling-topk", "1"], ["--sampling-topk", "0", "--sampling-topp", "0.01"]])
+def test_sampling_among_the_most_likely_token_alone_is_greedy_search(model, narrowed):
+    greedy = ok("translate", "--model-dir", model, "--beam-size", "1", *SAMPLED).stdout
+    assert ok("translate", "--model-dir", model, *narrowed, "--seed", "5", *SAMPLED).stdout == greedy
+
+
+def test_sampling_gives_one_translation_per_line(tmp_path):
+    completed = nmt(
+        "translate", "--model-dir", tmp_path, "--sampling-topk", "5", "--n-best", "2", "x", before_tensorflow=True
+    )
+    assert_one_line_error(completed, "--n-best needs beam search")

@@ -41,6 +41,7 @@ from nmt_cli.config import (
     cli_name,
     load_config,
     rules_of,
+    sampling_of,
 )
 from nmt_cli.errors import UserError
 
@@ -211,7 +212,16 @@ def train(**values: Any) -> None:
     data_dir = options.data_dir or (Path(chosen["data_dir"]) if "data_dir" in chosen else None)
     # Several workers train one model: the chief holds the directory, the others never write to it.
     chief = this_task(options.distribute).is_chief
-    request = TrainRequest(options.model_dir, data_dir, model_options, training_options, options.restart, chief)
+    request = TrainRequest(
+        options.model_dir,
+        data_dir,
+        model_options,
+        training_options,
+        options.restart,
+        chief,
+        options.init_from,
+        options.init_checkpoint,
+    )
     with Workspace(options.model_dir).lock() if chief else nullcontext():
         result = _run_training(plan_training(request), started, options)
     console.say(console.training_summary(result, str(options.model_dir)))
@@ -279,7 +289,9 @@ def evaluate(**values: Any) -> None:
     from nmt_cli.evaluation import evaluate_checkpoints
     from nmt_cli.translation import Translator
 
-    translator = Translator(model, open_engine(model, options.threads, console.tell, options.length_penalty))
+    translator = Translator(
+        model, open_engine(model, options.threads, console.tell, options.length_penalty, sampling_of(options))
+    )
     results = evaluate_checkpoints(
         translator,
         checkpoints,
@@ -383,7 +395,9 @@ def translate(texts: list[str] | None = None, **values: Any) -> None:
     from nmt_cli.translation import MAX_PARTS, Translator
 
     # The Keras engine loads TensorFlow here; the CTranslate2 engine never does.
-    translator = Translator(model, open_engine(model, options.threads, console.tell, options.length_penalty))
+    translator = Translator(
+        model, open_engine(model, options.threads, console.tell, options.length_penalty, sampling_of(options))
+    )
 
     def warn_long(line: str, pieces: int, trained: int, parts: int) -> None:
         excerpt = line if len(line) <= 40 else line[:37] + "..."

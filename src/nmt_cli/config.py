@@ -22,7 +22,7 @@ from typing import Any, get_type_hints
 from nmt_cli import __version__
 from nmt_cli.architectures import ARCHITECTURE_NAMES, ARCHITECTURES, SCHEDULES, defaults_of, taking
 from nmt_cli.distribute import DEFAULT_CLUSTER_TIMEOUT, STRATEGIES
-from nmt_cli.engines import ENGINES
+from nmt_cli.engines import ENGINES, Sampling
 from nmt_cli.errors import UserError
 
 # How `nmt export` stores weights; int8 is what CPUs run fastest (README: its cost in BLEU).
@@ -297,6 +297,7 @@ class RunConfig:
     data_dir: str = str(DEFAULT_DATA_DIR)
     data_manifest_sha256: str = ""
     tool_version: str = __version__
+    parent: dict[str, str] | None = None  # fine-tuned from: {"model_dir", "checkpoint", "sha256"}
 
     def __post_init__(self) -> None:
         # How a model trains best depends on what it is: options left unset take the
@@ -316,6 +317,7 @@ class RunConfig:
             data_dir=raw["data_dir"],
             data_manifest_sha256=raw["data_manifest_sha256"],
             tool_version=raw["tool_version"],
+            parent=raw.get("parent"),
         )
 
     def with_data_dir(self, data_dir: Path, model_dir: Path) -> RunConfig:
@@ -457,6 +459,35 @@ def _length_penalty() -> Any:
     )
 
 
+def _sampling_topk() -> Any:
+    return option(
+        None,
+        "Sample each token from the K most likely (0: from all) instead of searching: one draw per line, "
+        "for back-translation; --sampling-topp, --sampling-temperature and --seed apply with it.",
+        minimum=0,
+        default_text="no sampling: beam search",
+    )
+
+
+def _sampling_topp() -> Any:
+    return option(1.0, "Sample within the most likely tokens whose probability reaches P.", minimum=0.01, maximum=1.0)
+
+
+def _sampling_temperature() -> Any:
+    return option(1.0, "Divide log-probabilities by T before sampling: below 1 sharper, above flatter.", minimum=1e-3)
+
+
+def _seed() -> Any:
+    return option(0, "Seed of the draws: the same seed, input and model give the same samples.", minimum=0)
+
+
+def sampling_of(options: Any) -> Sampling | None:
+    """The `Sampling` that translate's or evaluate's options ask for, if any."""
+    if options.sampling_topk is None:
+        return None
+    return Sampling(options.sampling_topk, options.sampling_topp, options.sampling_temperature, options.seed)
+
+
 def _engine() -> Any:
     return option(
         "auto",
@@ -496,6 +527,11 @@ class PrepareOptions:
     tgt_style: str | None = option(
         None, "How the target text is written (as --src-style).", default_text="as --src-style"
     )
+    tokenizers_from: Path | None = option(
+        None,
+        "Encode with this model directory's SentencePiece models instead of training new ones, so that "
+        "the model can be fine-tuned on this data (nmt train --init-from); its languages and text styles apply.",
+    )
     force: bool = option(False, "Rebuild even when the data directory is up to date.", flag="--force")
 
 
@@ -509,6 +545,12 @@ class TrainOptions:
     model_dir: Path = _model_dir("Where checkpoints, config and history go.")
     config: Path | None = option(None, "TOML or YAML file of options; flags override it.")
     restart: bool = option(False, "Discard the model directory's checkpoints and start over.", flag="--restart")
+    init_from: Path | None = option(
+        None,
+        "Start a new model from this model directory's weights (fine-tuning): same architecture and sizes, and "
+        "data prepared with its tokenizers (nmt prepare --tokenizers-from); a fresh optimizer and schedule.",
+    )
+    init_checkpoint: str = option("best", "Which of --init-from's checkpoints: best, last or epoch-N.")
     distribute: str = option(
         "auto",
         "Where to train: none (this process), mirrored (every GPU of this machine), multi-worker (the "
@@ -533,6 +575,10 @@ class TranslateOptions:
     output: Path | None = option(None, "Write translations here.", default_text="stdout")
     beam_size: int = _beam_size()
     length_penalty: float = _length_penalty()
+    sampling_topk: int | None = _sampling_topk()
+    sampling_topp: float = _sampling_topp()
+    sampling_temperature: float = _sampling_temperature()
+    seed: int = _seed()
     n_best: int = option(1, "Print the N best distinct translations of each input, with scores.", minimum=1)
     n_best_format: str = option(
         "tsv",
@@ -550,6 +596,8 @@ class TranslateOptions:
         check(self)
         if self.n_best > self.beam_size:
             raise UserError(f"--n-best {self.n_best} needs --beam-size {self.n_best} or more")
+        if self.n_best > 1 and self.sampling_topk is not None:
+            raise UserError("--sampling-topk draws one translation per line: --n-best needs beam search")
         check_output_file(self.output)
 
 
@@ -590,6 +638,10 @@ class EvaluateOptions:
     all_checkpoints: bool = option(False, "Score every saved checkpoint and mark the best.", flag="--all-checkpoints")
     beam_size: int = _beam_size()
     length_penalty: float = _length_penalty()
+    sampling_topk: int | None = _sampling_topk()
+    sampling_topp: float = _sampling_topp()
+    sampling_temperature: float = _sampling_temperature()
+    seed: int = _seed()
     output: Path | None = option(None, "Hypotheses file.", default_text="MODEL_DIR/eval/SPLIT-CHECKPOINT-beamK.txt")
     hypotheses: Path | None = option(None, "Score this hypothesis file instead of translating (needs --references).")
     references: Path | None = option(None, "Reference file for --hypotheses.")

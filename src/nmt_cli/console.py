@@ -373,6 +373,14 @@ def print_summary(view: dict, console: Console = stdout) -> None:
                 *(_lengths_cell(lengths[lang]) for lang in (langs["source"], langs["target"])),
             )
         console.print(splits)
+    parent = (view.get("config") or {}).get("parent")
+    if parent:
+        console.print(
+            f"fine-tuned from {parent['model_dir']} (checkpoint {parent['checkpoint']}, "
+            f"sha256 {parent['sha256'][:12]})",
+            markup=False,
+            highlight=False,
+        )
     if view["history"]:
         by = view["config"]["training"]["best_by"]
         history = Table(title=f"training history (* best.keras: {BEST_BY_TEXT[by]})", title_justify="left")

@@ -20,7 +20,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from nmt_cli.engines import LENGTH_RULE, LengthRule
+from nmt_cli.engines import LENGTH_RULE, LengthRule, Sampling
 from nmt_cli.models.base import LOG_PROBS, PREVIOUS_TOKEN, STEP
 from nmt_cli.tokenizer import BOS_ID, EOS_ID, PAD_ID
 
@@ -54,8 +54,9 @@ class Searcher:
         decoder: keras.Model,
         length_rule: LengthRule = LENGTH_RULE,
         length_alpha: float = 1.0,
+        sampling: Sampling | None = None,
     ):
-        self.encoder, self.decoder = encoder, decoder
+        self.encoder, self.decoder, self.sampling = encoder, decoder, sampling
         self.cache_names = tuple(name for name in decoder.output if name != LOG_PROBS)
         self.length_rule, self.length_alpha = length_rule, length_alpha
         self.vocab = decoder.output[LOG_PROBS].shape[-1]
@@ -66,8 +67,8 @@ class Searcher:
         self._forced = tf.function(self._forced_graph, input_signature=signature * 2, autograph=False)
 
     def search(self, source: np.ndarray, beam_size: int = 5, n_best: int = 1) -> list[list[Hypothesis]]:
-        """The `n_best` best hypotheses of every source row, best first."""
-        if beam_size == 1:
+        """The `n_best` best hypotheses of every source row, best first (sampling: one draw)."""
+        if beam_size == 1 or self.sampling is not None:
             ids, scores = self.greedy_search(source)
             ids, scores = ids[:, None, :], scores[:, None]
         else:
@@ -170,7 +171,7 @@ class Searcher:
 
         def body(t, tokens, cache, finished, total, lengths, output):
             log_probs, cache = self._step(tokens, t, memory, cache)
-            best = tf.cast(tf.argmax(log_probs, axis=-1), tf.int32)
+            best = self._pick(log_probs, t)
             best = tf.where(finished, PAD_ID, tf.where(t + 1 >= limits, EOS_ID, best))
             gained = tf.gather(log_probs, best, batch_dims=1)
             total += tf.where(finished, 0.0, gained)
@@ -199,6 +200,24 @@ class Searcher:
             ],
         )
         return tf.transpose(output.stack()), total / tf.pow(tf.maximum(lengths, 1.0), self.length_alpha)
+
+    def _pick(self, log_probs, t):
+        """Each row's next token: the most likely, or a draw (`Sampling`), repeatable by its seed."""
+        if self.sampling is None:
+            return tf.cast(tf.argmax(log_probs, axis=-1), tf.int32)
+        sampling = self.sampling
+        logits = log_probs / sampling.temperature
+        if sampling.topk:
+            kth = tf.math.top_k(logits, k=min(sampling.topk, self.vocab)).values[:, -1:]
+            logits = tf.where(logits < kth, NEG_INF, logits)
+        if sampling.topp < 1.0:
+            ranked = tf.sort(logits, axis=-1, direction="DESCENDING")
+            before = tf.cumsum(tf.nn.softmax(ranked), axis=-1, exclusive=True)
+            # The least likely token still kept: the mass before it is under topp.
+            lowest = tf.reduce_min(tf.where(before < sampling.topp, ranked, -NEG_INF), axis=-1, keepdims=True)
+            logits = tf.where(logits < lowest, NEG_INF, logits)
+        drawn = tf.random.stateless_categorical(logits, 1, seed=tf.stack([sampling.seed, t]), dtype=tf.int32)
+        return drawn[:, 0]
 
     def _forced_graph(self, source, target):
         """Per-token log-probabilities of `target` (each row its tokens, then `<eos>` to the end),

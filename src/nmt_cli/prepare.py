@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +30,7 @@ from nmt_cli.datadir import MANIFEST, DataDir, Manifest, save_split, tokenizer_f
 from nmt_cli.errors import UserError
 from nmt_cli.progress import Reporter
 from nmt_cli.tokenizer import SPECIAL_IDS, Tokenizer, style, train_tokenizer
+from nmt_cli.workspace import Workspace
 
 HELD_OUT_DEV_MAX = 1000
 
@@ -55,6 +56,8 @@ def check_options(options: PrepareOptions) -> None:
 def prepare(options: PrepareOptions, reporter: Reporter | None = None) -> PrepareResult:
     reporter = reporter or Reporter()
     check_options(options)
+    if options.tokenizers_from is not None:
+        options = _with_parent_styles(options)
     data_dir = Path(options.data_dir)
     _refuse_foreign_directory(data_dir)
     made_parent = not data_dir.parent.exists()
@@ -150,10 +153,46 @@ def _recognise(checksums: dict[str, str]) -> KnownCorpus | None:
     return None
 
 
+def _parent(options: PrepareOptions) -> tuple[Workspace, Manifest]:
+    """The model directory `--tokenizers-from` names, and its data manifest."""
+    workspace = Workspace(options.tokenizers_from)
+    if not workspace.data_manifest.is_file():
+        raise UserError(f"--tokenizers-from {workspace.root} is not a trained model directory (no data-manifest.json)")
+    manifest = Manifest.read(workspace.data_manifest)
+    for lang in (options.src_lang, options.tgt_lang):
+        if not workspace.tokenizer(lang).is_file():
+            raise UserError(f"--tokenizers-from {workspace.root} has no {workspace.tokenizer(lang).name}")
+    return workspace, manifest
+
+
+def _with_parent_styles(options: PrepareOptions) -> PrepareOptions:
+    """The options with the parent model's languages checked and its text styles taken: its
+    tokenizers were trained on text written so, and the fine-tuned model will be fed so."""
+    workspace, manifest = _parent(options)
+    if (manifest.source_lang, manifest.target_lang) != (options.src_lang, options.tgt_lang):
+        raise UserError(
+            f"{workspace.root} translates {manifest.source_lang}->{manifest.target_lang}, not "
+            f"{options.src_lang}->{options.tgt_lang}: give --src-lang and --tgt-lang as it has them"
+        )
+    for flag, given, lang in (
+        ("--src-style", options.src_style, options.src_lang),
+        ("--tgt-style", options.tgt_style, options.tgt_lang),
+    ):
+        if given is not None and given != manifest.styles[lang]:
+            raise UserError(
+                f"{flag} {given} is not how {workspace.root}'s {lang} tokenizer reads text ({manifest.styles[lang]})"
+            )
+    return replace(options, src_style=manifest.source_style, tgt_style=manifest.target_style)
+
+
 def _fingerprint(checksums: dict[str, str], styles: dict[str, str], options: PrepareOptions) -> str:
     settings = asdict(options)
     for key in ("data_dir", "source", "force"):
         settings.pop(key)
+    if options.tokenizers_from is not None:  # what counts is which tokenizers, not where they lie
+        workspace = Workspace(options.tokenizers_from)
+        langs = (options.src_lang, options.tgt_lang)
+        settings["tokenizers_from"] = {lang: files.sha256(workspace.tokenizer(lang)) for lang in langs}
     payload = json.dumps(
         {"files": checksums, "styles": styles, "options": settings, "version": __version__}, sort_keys=True
     )
@@ -204,8 +243,20 @@ def _build(source: _Source, options: PrepareOptions, fingerprint: str, out: Path
 
     tokenizers: dict[str, Tokenizer] = {}
     vocabulary = {}
-    with reporter.task("train tokenizers", total=2) as task:
+    if options.tokenizers_from is not None:
+        workspace, parent = _parent(options)
+        for lang in langs:
+            tokenizers[lang] = Tokenizer.load(workspace.tokenizer(lang))
+            vocabulary[lang] = {
+                **parent.vocabulary[lang],
+                "sha256": hashlib.sha256(tokenizers[lang].model_proto).hexdigest(),
+                "from": str(workspace.root.resolve()),
+            }
+        reporter.note(f"encoding with the tokenizers of {workspace.root}")
+    with reporter.task("train tokenizers", total=2 - len(tokenizers)) as task:
         for lang, sentences in zip(langs, (train_src, train_tgt)):
+            if lang in tokenizers:
+                continue
             tokenizers[lang] = train_tokenizer(sentences, options.vocab_size, keep_characters=lang == langs[1])
             actual = tokenizers[lang].vocab_size
             vocabulary[lang] = {

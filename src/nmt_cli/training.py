@@ -249,6 +249,9 @@ def _restore_or_build(plan: TrainPlan, precision: str, reporter: Reporter, write
     optimizer = make_optimizer(training, precision)
     if models is None:
         models = build_models(plan.config.model)
+        if plan.init_weights is not None:
+            models.training.load_weights(plan.init_weights)
+            reporter.note(f"starting from the weights of {plan.init_weights}, with a fresh optimizer")
     else:
         reporter.note(f"resuming from {position} of {plan.workspace.root}")
         restore_optimizer_state(optimizer, models.training.optimizer, models.training)

@@ -46,6 +46,19 @@ class LengthRule:
 LENGTH_RULE = LengthRule()  # nmt's rule: 2n + 10
 
 
+@dataclass(frozen=True)
+class Sampling:
+    """Draw each token at random instead of taking the most likely: among the `topk` most likely
+    (0: all), within the smallest set whose probability reaches `topp`, from the distribution
+    sharpened (`temperature` below 1) or flattened (above 1); `seed` makes the draws repeatable.
+    One draw per line: it replaces beam search."""
+
+    topk: int = 0
+    topp: float = 1.0
+    temperature: float = 1.0
+    seed: int = 0
+
+
 class Engine(Protocol):
     name: str  # "keras" or "ctranslate2"
 
@@ -68,9 +81,14 @@ class Engine(Protocol):
 
 
 def open_engine(
-    model: TrainedModel, threads: int = 0, warn: Callable[[str], None] | None = None, length_penalty: float = 1.0
+    model: TrainedModel,
+    threads: int = 0,
+    warn: Callable[[str], None] | None = None,
+    length_penalty: float = 1.0,
+    sampling: Sampling | None = None,
 ) -> Engine:
-    """The engine `model.engine_name` names, ready to search with that length penalty.
+    """The engine `model.engine_name` names, ready to search with that length penalty (or to
+    sample, with `sampling`).
 
     A CTranslate2 export chosen by `auto` that does not load (damaged) is left for the Keras
     engine, with a warning through `warn`; asked for by name, it is an error.
@@ -79,7 +97,7 @@ def open_engine(
         from nmt_cli.engines.ctranslate2 import CTranslate2Engine
 
         try:
-            return CTranslate2Engine(model.workspace.export, threads, length_penalty=length_penalty)
+            return CTranslate2Engine(model.workspace.export, threads, length_penalty=length_penalty, sampling=sampling)
         except UserError as damaged:
             if model.requested_engine != "auto":
                 raise
@@ -87,4 +105,4 @@ def open_engine(
                 warn(f"warning: {damaged}; translating with the Keras engine instead")
     from nmt_cli.engines.keras import KerasEngine
 
-    return KerasEngine(model, threads, length_penalty)
+    return KerasEngine(model, threads, length_penalty, sampling)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import ctranslate2
 
-from nmt_cli.engines import LENGTH_RULE, LengthRule, NBest
+from nmt_cli.engines import LENGTH_RULE, LengthRule, NBest, Sampling
 from nmt_cli.errors import UserError
 
 BATCH_SENTENCES = 64  # sentences per batch
@@ -32,14 +32,26 @@ class CTranslate2Engine:
     name = "ctranslate2"
 
     def __init__(
-        self, export_dir: Path, threads: int = 0, length_rule: LengthRule = LENGTH_RULE, length_penalty: float = 1.0
+        self,
+        export_dir: Path,
+        threads: int = 0,
+        length_rule: LengthRule = LENGTH_RULE,
+        length_penalty: float = 1.0,
+        sampling: Sampling | None = None,
     ):
         self.export_dir, self.length_rule, self.length_penalty = Path(export_dir), length_rule, length_penalty
+        self.sampling = sampling
+        if sampling is not None:
+            ctranslate2.set_random_seed(sampling.seed)
         try:
             self.source_pieces = self._vocabulary("source")
             self.target_pieces = self._vocabulary("target")
             self.target_ids = {piece: i for i, piece in enumerate(self.target_pieces)}
             workers = threads or len(os.sched_getaffinity(0))
+            if sampling is not None:
+                # Workers that take batches in whatever order they come would each draw from their
+                # own random stream: one worker takes them in order, so a seed repeats.
+                workers = 1
             self.translator = ctranslate2.Translator(
                 str(export_dir), device="cpu", inter_threads=workers, intra_threads=1
             )
@@ -76,7 +88,7 @@ class CTranslate2Engine:
                 batch = rows[start : start + BATCH_SENTENCES]
                 found = self.translator.translate_batch(
                     [[self.source_pieces[t] for t in sources[i]] for i in batch],
-                    beam_size=beam_size,
+                    **self._drawing(beam_size),
                     num_hypotheses=n_best,
                     length_penalty=self.length_penalty,
                     min_decoding_length=0,
@@ -94,6 +106,19 @@ class CTranslate2Engine:
             if on_progress is not None:
                 on_progress(len(batch))
         return results
+
+    def _drawing(self, beam_size: int) -> dict:
+        """How each step picks its token: the beam, or a random draw (`Sampling`)."""
+        if self.sampling is None:
+            return {"beam_size": beam_size}
+        sampling = self.sampling
+        return {
+            "beam_size": 1,
+            # CTranslate2 reads 1 as "the most likely token"; nmt's 0 is "any token".
+            "sampling_topk": sampling.topk or len(self.target_pieces),
+            "sampling_topp": sampling.topp,
+            "sampling_temperature": sampling.temperature,
+        }
 
     def score_all(self, sources: list[list[int]], targets: list[list[int]]) -> list[list[float]]:
         queued = []

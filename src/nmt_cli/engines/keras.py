@@ -13,17 +13,21 @@ from nmt_cli.checkpoints import inference_models_of_best
 from nmt_cli.errors import UserError
 
 if TYPE_CHECKING:
+    from nmt_cli.engines import Sampling
     from nmt_cli.trained import TrainedModel
 
 
 class KerasEngine:
     name = "keras"
 
-    def __init__(self, model: TrainedModel, threads: int = 0, length_penalty: float = 1.0):
+    def __init__(
+        self, model: TrainedModel, threads: int = 0, length_penalty: float = 1.0, sampling: Sampling | None = None
+    ):
         backend.load_tensorflow(threads)
         from nmt_cli.decoding import Searcher
 
-        self.model_config, self.length_penalty = model.config.model, length_penalty
+        self.model_config = model.config.model
+        self.search_settings = {"length_alpha": length_penalty, "sampling": sampling}
         self.training = None  # the training model, once a checkpoint has been loaded whole
         if model.checkpoint == model.workspace.best and inference_models_of_best(model.workspace):
             # The saved inference models are best.keras' own: loading them skips the training graph.
@@ -32,7 +36,7 @@ class KerasEngine:
 
             encoder, decoder = load_keras_model(model.workspace.encoder), load_keras_model(model.workspace.decoder)
             if is_step_contract(decoder):
-                self.searcher = Searcher(encoder, decoder, length_alpha=length_penalty)
+                self.searcher = Searcher(encoder, decoder, **self.search_settings)
                 return
         self.load_checkpoint(model.checkpoint)
 
@@ -45,7 +49,7 @@ class KerasEngine:
         if self.training is None:
             models = load_checkpoint(checkpoint, self.model_config)
             self.training = models.training
-            self.searcher = Searcher(models.encoder, models.decoder, length_alpha=self.length_penalty)
+            self.searcher = Searcher(models.encoder, models.decoder, **self.search_settings)
             return
         try:
             self.training.load_weights(checkpoint)
