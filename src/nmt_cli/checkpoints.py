@@ -34,7 +34,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from nmt_cli import files
 from nmt_cli.history import HistoryRow, best_row, write_history
@@ -159,6 +159,9 @@ class ResumeStamp(_Stamp):
         return cls(position, carried if isinstance(carried, dict) else None, **cls._marks_of(raw))
 
 
+_AnyStamp = TypeVar("_AnyStamp", BestStamp, ResumeStamp)
+
+
 def resume_points(workspace: Workspace) -> list[tuple[Position, Path]]:
     """Every saved position with its checkpoint file, the newest first.
 
@@ -216,8 +219,9 @@ def _staged(path: Path) -> Path:
     return path.with_name(f".{path.stem}.next{path.suffix}")
 
 
-def _save_together(stamp: BestStamp | ResumeStamp, workspace: Workspace, models: list) -> dict[str, str]:
-    """Save `models` as the set of files `stamp` covers, with the stamp, and return their digests.
+def _save_together(stamp: _AnyStamp, workspace: Workspace, models: list) -> _AnyStamp:
+    """Save `models` as the set of files `stamp` covers, with the stamp, and return the stamp
+    written (with the files' digests).
 
     Each file is written whole under a staged name; the stamp then names the new set with its
     digests, marked unfinished; only then do the files move into place, and the mark goes. A
@@ -229,15 +233,16 @@ def _save_together(stamp: BestStamp | ResumeStamp, workspace: Workspace, models:
         files.save_model(model, _staged(path))
     stamp = replace(stamp, sha256={path.name: files.sha256(_staged(path)) for path in paths}, unfinished=True)
     _write(stamp, workspace)
-    _move_in(replace(stamp, unfinished=False), workspace)
-    return stamp.sha256
+    stamp = replace(stamp, unfinished=False)
+    _move_in(stamp, workspace)
+    return stamp
 
 
-def _write(stamp: BestStamp | ResumeStamp, workspace: Workspace) -> None:
+def _write(stamp: _AnyStamp, workspace: Workspace) -> None:
     files.write_text(stamp.files_of(workspace)[0], json.dumps(stamp.to_json()) + "\n")
 
 
-def _move_in(stamp: BestStamp | ResumeStamp, workspace: Workspace) -> None:
+def _move_in(stamp: _AnyStamp, workspace: Workspace) -> None:
     for path in stamp.files_of(workspace)[1]:
         if _staged(path).exists():
             files.commit(_staged(path), path)
@@ -338,12 +343,12 @@ class CheckpointPolicy:
             self.save_resume_point(position)
 
     def _save_best(self, row: HistoryRow, position: Position) -> None:
-        stamp = BestStamp(position, row.epoch, self.best_by, self.best)
-        saved = _save_together(stamp, self.workspace, [self.models.training, self.models.encoder, self.models.decoder])
+        models = [self.models.training, self.models.encoder, self.models.decoder]
+        stamp = _save_together(BestStamp(position, row.epoch, self.best_by, self.best), self.workspace, models)
         figure = f"val_bleu {row.val_bleu:.2f}" if self.best_by == "bleu" else f"val_loss {row.val_loss:.4f}"
         self.on_saved(f"{self.workspace.best.name} with its inference models ({position}, {figure})")
         if self.after_best is not None:
-            self.after_best(replace(stamp, sha256=saved))
+            self.after_best(stamp)
 
     def save_epoch(self, position: Position) -> None:
         """The checkpoint of a complete epoch, if not saved yet; a resume point it passes goes."""

@@ -94,9 +94,7 @@ class Searcher:
         order = sorted((i for i, ids in enumerate(sources) if len(ids)), key=lambda i: len(sources[i]))
         for start in range(0, len(order), BATCH_SENTENCES):
             rows = order[start : start + BATCH_SENTENCES]
-            batch = np.full((len(rows), max(len(sources[i]) for i in rows)), PAD_ID, np.int32)
-            for r, i in enumerate(rows):
-                batch[r, : len(sources[i])] = sources[i]
+            batch = padded([sources[i] for i in rows], PAD_ID)
             for i, hypotheses in zip(rows, self.search(batch, beam_size=beam_size, n_best=n_best)):
                 results[i] = [(h.ids, h.score) for h in hypotheses]
             if on_progress is not None:
@@ -110,11 +108,9 @@ class Searcher:
         order = sorted(range(len(sources)), key=lambda i: (len(sources[i]), len(targets[i])))
         for start in range(0, len(order), BATCH_SENTENCES):
             rows = order[start : start + BATCH_SENTENCES]
-            source = np.full((len(rows), max(max(len(sources[i]) for i in rows), 1)), PAD_ID, np.int32)
-            target = np.full((len(rows), max(len(targets[i]) for i in rows) + 1), EOS_ID, np.int32)
-            for r, i in enumerate(rows):
-                source[r, : len(sources[i])] = sources[i]
-                target[r, : len(targets[i])] = targets[i]
+            source = padded([sources[i] for i in rows], PAD_ID)
+            # Each target row ends in <eos>, and <eos> fills the rest: what search feeds a finished row.
+            target = padded([targets[i] + [EOS_ID] for i in rows], EOS_ID)
             run = self._forced_graph if len(rows) <= EAGER_MAX_SENTENCES else self._forced
             log_probs = run(tf.convert_to_tensor(source), tf.convert_to_tensor(target)).numpy()
             for r, i in enumerate(rows):
@@ -311,6 +307,14 @@ class Searcher:
         )
         *_, done_scores, done_sequences, _ = loop
         return done_sequences, done_scores
+
+
+def padded(sequences: list[list[int]], fill: int) -> np.ndarray:
+    """A batch of id sequences as one int32 array, each row filled out with `fill`."""
+    batch = np.full((len(sequences), max(len(ids) for ids in sequences)), fill, np.int32)
+    for row, ids in zip(batch, sequences):
+        row[: len(ids)] = ids
+    return batch
 
 
 def until_eos(ids: np.ndarray) -> list[int]:

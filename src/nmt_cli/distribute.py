@@ -194,15 +194,12 @@ def wait_for_cluster(
 @contextmanager
 def _listening(address: str) -> Iterator[None]:
     port = int(address.rpartition(":")[2])
-    listener = socket.socket(socket.AF_INET6 if socket.has_dualstack_ipv6() else socket.AF_INET)
+    dual = socket.has_dualstack_ipv6()  # every address of this machine, as TensorFlow's server will
     try:
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if listener.family == socket.AF_INET6:
-            listener.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-        listener.bind(("", port))
-        listener.listen(64)
+        listener = socket.create_server(
+            ("", port), family=socket.AF_INET6 if dual else socket.AF_INET, backlog=64, dualstack_ipv6=dual
+        )
     except OSError as error:
-        listener.close()
         if error.errno == errno.EADDRINUSE:
             raise UserError(f"this worker's address {address} is taken: port {port} is in use here") from None
         raise UserError(f"cannot listen on this worker's address {address}: {error.strerror}") from None

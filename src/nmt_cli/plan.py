@@ -55,13 +55,6 @@ def plan_training(request: TrainRequest) -> TrainPlan:
         config, data = _fresh_config(replace(request, model={"arch": parent.model.arch, **request.model}), workspace)
         config, weights = _fine_tuned(request, parent, config, data)
         return TrainPlan(workspace, config, data, [], request.restart, init_weights=weights)
-    if request.init_from is not None and (load_config(workspace.config).parent or {}).get("model_dir") != str(
-        Path(request.init_from).resolve()
-    ):
-        raise UserError(
-            f"{workspace.root} holds a model already; --init-from starts a new one: choose another --model-dir, "
-            "or --restart to replace it"
-        )
     # A directory that holds a config.json goes on with it, even before its first checkpoint:
     # never re-initialised with other options unless --restart says so.
     if request.writes:
@@ -73,6 +66,12 @@ def plan_training(request: TrainRequest) -> TrainPlan:
 
 def _resumed_config(request: TrainRequest, workspace: Workspace, start: Position) -> tuple[RunConfig, DataDir]:
     saved = load_config(workspace.config)
+    parent = (saved.parent or {}).get("model_dir")
+    if request.init_from is not None and parent != str(Path(request.init_from).resolve()):
+        raise UserError(
+            f"{workspace.root} holds a model already; --init-from starts a new one: choose another --model-dir, "
+            "or --restart to replace it"
+        )
     changed = {k: v for k, v in request.model.items() if getattr(saved.model, k) != v}
     if changed:
         name, value = next(iter(changed.items()))

@@ -368,7 +368,7 @@ def _fit_across_workers(strategy, models, optimizer, training, train_batches, de
     start, figures = monitor.start, monitor.figures
     for epoch in range(start.epochs, training.epochs):
         monitor.on_epoch_begin(epoch)
-        figures.sums = [0.0, 0.0, 0.0]
+        figures.reset()
         for index, batch in enumerate(shares(epoch, start.batches if epoch == start.epochs else 0)):
             figures.add([float(value) for value in train_step(batch)])
             monitor.on_train_batch_end(index, figures.logs())
@@ -405,6 +405,10 @@ class _EpochSums:
     target tokens, over every worker."""
 
     def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        """A new epoch: nothing summed yet."""
         self.sums = [0.0, 0.0, 0.0]
 
     def state(self) -> list:

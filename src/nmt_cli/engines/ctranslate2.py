@@ -121,17 +121,15 @@ class CTranslate2Engine:
         }
 
     def score_all(self, sources: list[list[int]], targets: list[list[int]]) -> list[list[float]]:
-        queued = []
-        for start in range(0, len(sources), BATCH_SENTENCES):
-            rows = range(start, min(start + BATCH_SENTENCES, len(sources)))
-            found = self.translator.score_batch(
-                [[self.source_pieces[t] for t in sources[i]] for i in rows],
-                [[self.target_pieces[t] for t in targets[i]] for i in rows],
-                max_input_length=0,
-                asynchronous=True,
-            )
-            queued.extend(found)
-        return [list(waiting.result().log_probs) for waiting in queued]
+        # CTranslate2 sorts the pairs by length into batches of that many and spreads them over
+        # its workers itself: scoring has no per-length rule that would ask for batches of our own.
+        found = self.translator.score_batch(
+            [[self.source_pieces[t] for t in ids] for ids in sources],
+            [[self.target_pieces[t] for t in ids] for ids in targets],
+            max_batch_size=BATCH_SENTENCES,
+            max_input_length=0,
+        )
+        return [list(result.log_probs) for result in found]
 
     def _ids(self, pieces: list[str]) -> list[int]:
         return [self.target_ids[piece] for piece in pieces]
