@@ -34,6 +34,7 @@ from nmt_cli.config import (
     ModelConfig,
     PrepareOptions,
     ScoreOptions,
+    ServeOptions,
     SummaryOptions,
     TrainingConfig,
     TrainOptions,
@@ -483,6 +484,45 @@ def score(**values: Any) -> None:
         output = sys.stdout if options.output is None else stack.enter_context(files.atomic_writer(options.output))
         for result in scores:
             output.write(console.score_line(result, options.as_json))
+
+
+@app.command(cls=_Command)
+@_with_options(_parameters(ServeOptions))
+def serve(**values: Any) -> None:
+    """Serve translations over HTTP: a LibreTranslate-compatible API, a native one, and a web page."""
+    from dataclasses import replace
+
+    from nmt_cli.trained import TrainedModel
+
+    options = _options_from(ServeOptions, values)
+    options = replace(options, api_key=options.api_key or os.environ.get("NMT_API_KEY") or None)
+    options.validate()
+    model = TrainedModel.open(options.model_dir, options.checkpoint, options.engine)
+
+    from nmt_cli import console
+    from nmt_cli.engines import open_engine
+    from nmt_cli.serve import server
+    from nmt_cli.translation import Translator
+
+    listening = server.listen(options.host, options.port)
+    if options.api_key is None and not server.is_loopback(options.host):
+        console.tell(
+            f"warning: --host {options.host} lets other machines translate without a key; "
+            "give --api-key (or NMT_API_KEY) to require one"
+        )
+
+    def open_translator() -> Translator:
+        # The Keras engine loads TensorFlow here, on the server's translation thread.
+        return Translator(model, open_engine(model, options.threads, console.tell))
+
+    server.run(
+        model,
+        options,
+        listening,
+        open_translator,
+        on_listening=lambda: console.say(console.listening_line(server.url_of(listening), model)),
+        on_ready=lambda translator: console.tell(f"ready: translating with {translator.engine_label}"),
+    )
 
 
 def _aligned(sources, targets, source_file: Path, target_file: Path):

@@ -700,3 +700,34 @@ class SummaryOptions:
     )
     plot: Path | None = option(None, "Draw the graphs to FILE.svg or FILE.png (needs pydot and graphviz).")
     as_json: bool = _as_json()
+
+
+@dataclass
+class ServeOptions:
+    model_dir: Path = _model_dir()
+    checkpoint: str = _checkpoint()
+    host: str = option(
+        "127.0.0.1", "Address to listen on; any other than loopback should come with --api-key (0.0.0.0: all)."
+    )
+    port: int = option(
+        5000, "Port to listen on (0: any free port, named in the listening line).", minimum=0, maximum=65535
+    )
+    engine: str = _engine()
+    threads: int = _threads()
+    api_key: str | None = option(
+        None,
+        "Every request that translates or reads the model must carry this key: LibreTranslate's api_key field, "
+        "or an X-API-Key header.",
+        default_text="$NMT_API_KEY, else none",
+    )
+    max_characters: int = option(20_000, "Most characters of text one request may hold (413 past it).", minimum=1)
+    max_lines: int = option(200, "Most lines one request may hold (413 past it).", minimum=1)
+    queue_lines: int = option(
+        2048, "Most lines waiting to be translated; past it requests get 503 and Retry-After.", minimum=1
+    )
+    batch_lines: int = option(64, "Most lines translated together in one batch.", minimum=1)
+
+    def validate(self) -> None:
+        check(self)
+        if not self.host.strip():
+            raise UserError("--host is empty: give an address such as 127.0.0.1")

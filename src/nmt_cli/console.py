@@ -262,6 +262,15 @@ def translation_lines(result, n_best: int, as_json: bool, n_best_format: str = "
     return "".join(rows + [f"{rank}\t\t\n" for rank in range(len(rows) + 1, n_best + 1)])
 
 
+def listening_line(url: str, model) -> str:
+    """What `nmt serve` says once it listens."""
+    return (
+        f"listening on {url}: {model.workspace.root} ({model.manifest.source_lang} to {model.manifest.target_lang}, "
+        f"checkpoint {model.checkpoint_name}); the page at {url}/, the API at /translate and /v1/translate; "
+        "Ctrl+C stops"
+    )
+
+
 def _escape_line_breaks(record: str) -> str:
     """JSON allows U+2028, U+2029 and U+0085 raw, but readers that split lines on them would cut
     a record in two: escape them."""

@@ -1,0 +1,119 @@
+// The page speaks the native API: POST /v1/translate, GET /health. Nothing is fetched from elsewhere.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+let attentionAvailable = false;
+
+function showError(message) {
+  $("error").textContent = message;
+  $("error").hidden = false;
+}
+
+async function describeServer() {
+  try {
+    const response = await fetch("/health");
+    const health = await response.json();
+    $("pair").textContent = `${health.source} → ${health.target}`;
+    $("model").textContent = `${health.model}, checkpoint ${health.checkpoint}, ${health.engine} (${health.status})`;
+    attentionAvailable = health.attention;
+    $("key-label").hidden = !health.api_key_required;
+  } catch (error) {
+    showError(`The server does not answer: ${error.message}`);
+  }
+}
+
+function candidateItem(candidate) {
+  const item = document.createElement("li");
+  item.textContent = candidate.text;
+  const score = document.createElement("span");
+  score.className = "score";
+  score.textContent = candidate.score.toFixed(3);
+  item.append(score);
+  return item;
+}
+
+function drawHeatmap(attention) {
+  const table = $("heatmap");
+  table.replaceChildren();
+  const head = table.createTHead().insertRow();
+  head.append(document.createElement("th"));
+  for (const piece of attention.source) {
+    const th = document.createElement("th");
+    th.scope = "col";
+    th.textContent = piece;
+    head.append(th);
+  }
+  const body = table.createTBody();
+  attention.target.forEach((targetPiece, row) => {
+    const tr = body.insertRow();
+    const th = document.createElement("th");
+    th.scope = "row";
+    th.textContent = targetPiece;
+    tr.append(th);
+    attention.weights[row].forEach((weight, column) => {
+      const td = tr.insertCell();
+      const described = `${targetPiece} ← ${attention.source[column]}: ${weight.toFixed(3)}`;
+      td.style.background = `rgba(31, 95, 191, ${Math.min(1, Math.max(0, weight))})`;
+      td.title = described;
+      td.setAttribute("aria-label", described);
+      td.addEventListener("mouseenter", () => { $("cell").textContent = described; });
+    });
+  });
+  table.hidden = false;
+}
+
+async function translate(event) {
+  event.preventDefault();
+  const text = $("source").value;
+  if (!text.trim()) {
+    showError("Type something to translate.");
+    return;
+  }
+  $("error").hidden = true;
+  $("translate").disabled = true;
+  const headers = { "Content-Type": "application/json" };
+  if ($("key").value) headers["X-API-Key"] = $("key").value;
+  const beamSize = Number($("beam").value);
+  const request = {
+    text: text.replace(/\n+$/, ""),
+    beam_size: beamSize,
+    n_best: Math.min(Number($("nbest").value), beamSize),
+    attention: attentionAvailable,
+  };
+  try {
+    const response = await fetch("/v1/translate", { method: "POST", headers, body: JSON.stringify(request) });
+    const answer = await response.json().catch(() => ({ error: `the server answered ${response.status}` }));
+    if (!response.ok) throw new Error(answer.error || `the server answered ${response.status}`);
+    showResult(answer);
+  } catch (error) {
+    $("result").hidden = true;
+    showError(error.message);
+  } finally {
+    $("translate").disabled = false;
+  }
+}
+
+function showResult(answer) {
+  const lines = answer.translations;
+  $("translation").textContent = lines.map((line) => line.text).join("\n");
+  $("candidates").replaceChildren(...lines[0].candidates.map(candidateItem));
+  $("cell").textContent = "";
+  const attention = lines[0].attention;
+  if (attention) {
+    $("attention-note").hidden = true;
+    drawHeatmap(attention);
+  } else {
+    $("heatmap").hidden = true;
+    $("attention-note").textContent = attentionAvailable
+      ? "This model gives no attention to show."
+      : "This server's engine does not return attention, so there is no heat-map to show.";
+    $("attention-note").hidden = false;
+  }
+  $("result").hidden = false;
+}
+
+$("form").addEventListener("submit", translate);
+$("source").addEventListener("keydown", (event) => {
+  if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) $("form").requestSubmit();
+});
+describeServer();
