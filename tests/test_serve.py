@@ -124,6 +124,15 @@ def test_libretranslate_form_with_auto_source_and_alternatives(server, model, re
     assert answer["detectedLanguage"]["language"] == "en"
 
 
+def test_libretranslate_multipart_form(server, model, reference):
+    boundary = "nmt-test-boundary"
+    parts = [("q", LINES[2]), ("source", "en"), ("target", "ja")]
+    body = "".join(f'--{boundary}\r\nContent-Disposition: form-data; name="{n}"\r\n\r\n{v}\r\n' for n, v in parts)
+    headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+    status, _, answer = server.call("POST", "/translate", (body + f"--{boundary}--\r\n").encode(), headers)
+    assert status == 200 and answer == {"translatedText": reference(model, [LINES[2]])[0]}
+
+
 def test_a_text_of_several_lines_keeps_its_lines(server, model, reference):
     status, _, answer = server.call("POST", "/translate", {"q": "\n".join(LINES), "source": "en", "target": "ja"})
     assert status == 200 and answer["translatedText"] == "\n".join(reference(model, LINES))
@@ -350,8 +359,23 @@ def test_the_page_translates_and_shows_alternatives_and_attention(server, model,
         assert heatmap.locator("tbody tr").first.locator("td").count() == len(attention["source"])
     else:
         expect(page.locator("#attention-note")).to_be_visible()
+    # The heat-map of whatever attention the server returns: a row per target piece, a column per
+    # source piece, and hovering a cell names both pieces and the weight.
+    drawn = {
+        "text": "x",
+        "candidates": [{"text": "x", "score": -0.5}],
+        "attention": {"source": ["▁a", "▁b", "▁c"], "target": ["▁c", "▁b", "</s>"], "weights": [[0.1, 0.2, 0.7]] * 3},
+    }
+    answer = {"translations": [drawn], "engine": "keras", "checkpoint": "best"}
+    page.route("**/v1/translate", lambda route: route.fulfill(json=answer))
+    page.get_by_role("button", name="Translate").click()
+    expect(page.locator("#heatmap tbody tr")).to_have_count(3)
+    assert page.locator("#heatmap tbody tr").first.locator("td").count() == 3
+    page.locator("#heatmap tbody tr").nth(2).locator("td").nth(2).hover()
+    expect(page.locator("#cell")).to_have_text("</s> ← ▁c: 0.700")
     # Ctrl+Enter translates too, and a server's error shows as a message.
     busy = {"error": "busy: 9 lines are waiting to be translated, as many as allowed; retry shortly"}
+    page.unroute("**/v1/translate")
     page.route("**/v1/translate", lambda route: route.fulfill(status=503, json=busy))
     page.get_by_label("Text to translate").press("Control+Enter")
     expect(page.get_by_role("alert")).to_have_text(busy["error"])

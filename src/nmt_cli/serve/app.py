@@ -132,7 +132,7 @@ def create_app(model: TrainedModel, queue: TranslationQueue, options: ServeOptio
             raise ApiError(400, str(error)) from None
 
     @app.post("/translate")
-    async def libretranslate(request: Request) -> dict:
+    async def libretranslate(request: Request) -> JSONResponse:
         """LibreTranslate's API: translate `q` (a text, or a list of texts) from `source` to `target`."""
         fields = await _fields(request, options.max_characters)
         check_key(request, fields.get("api_key"))
@@ -169,7 +169,7 @@ def create_app(model: TrainedModel, queue: TranslationQueue, options: ServeOptio
         if asked_source == "auto":
             # LibreTranslate clients that let the server detect the language read this back.
             answer["detectedLanguage"] = {"language": source, "confidence": 100.0}
-        return answer
+        return JSONResponse(answer)
 
     @app.get("/languages")
     async def languages() -> list[dict]:
@@ -177,7 +177,7 @@ def create_app(model: TrainedModel, queue: TranslationQueue, options: ServeOptio
         return [{"code": source, "name": source, "targets": [target]}, {"code": target, "name": target, "targets": []}]
 
     @app.post("/v1/translate", openapi_extra=_json_body(NativeRequest))
-    async def native(request: Request) -> dict:
+    async def native(request: Request) -> JSONResponse:
         """Lines in; per line the best translation, the n-best candidates with scores, and on request
         the best one's attention over the source pieces."""
         check_key(request)
@@ -199,7 +199,7 @@ def create_app(model: TrainedModel, queue: TranslationQueue, options: ServeOptio
             [line.rstrip("\r") for line in lines], Search(body.beam_size, body.n_best, body.attention)
         )
         translator = queue.translator
-        return {
+        answer = {
             "translations": [
                 {
                     "text": result.text,
@@ -211,6 +211,7 @@ def create_app(model: TrainedModel, queue: TranslationQueue, options: ServeOptio
             "engine": translator.engine_label,
             "checkpoint": model.checkpoint_name,
         }
+        return JSONResponse(answer)
 
     @app.get("/health")
     async def health() -> JSONResponse:
@@ -225,7 +226,13 @@ def create_app(model: TrainedModel, queue: TranslationQueue, options: ServeOptio
             "target": target,
             "attention": attention_available(),
             "api_key_required": options.api_key is not None,
-            "queue": {"waiting": queue.waiting_lines, "translating": queue.translating, "limit": options.queue_lines},
+            "queue": {
+                "waiting": queue.waiting_lines,
+                "translating": queue.translating,
+                "limit": options.queue_lines,
+                "batches": queue.batches,
+                "lines_translated": queue.translated,
+            },
             "limits": {"lines": options.max_lines, "characters": options.max_characters, "beam_size": MAX_BEAM},
         }
         return JSONResponse(view, 200 if queue.state == "ready" else 503)

@@ -69,6 +69,7 @@ class TranslationQueue:
         self.failure: BaseException | None = None
         self.translator: Translator | None = None
         self.translating = 0  # lines in the batch under way
+        self.batches = self.translated = 0  # batches and lines translated so far
 
     @property
     def waiting_lines(self) -> int:
@@ -120,15 +121,18 @@ class TranslationQueue:
             self._translate(batch)
 
     def _next_batch(self) -> list[_Request] | None:
+        free_since = time.monotonic()
         with self._changed:
             while not self._waiting:
                 if self._stopping:
                     return None
                 self._changed.wait()
             oldest = self._waiting[0]
+            # Clients answered by the last batch are sending their next requests: wait for them too.
+            deadline = max(oldest.arrived, free_since) + BATCH_WAIT
             while not self._stopping:
                 alike = sum(len(r.lines) for r in self._waiting if r.search == oldest.search)
-                left = oldest.arrived + BATCH_WAIT - time.monotonic()
+                left = deadline - time.monotonic()
                 if alike >= self.batch_lines or left <= 0:
                     break
                 self._changed.wait(left)
@@ -160,3 +164,5 @@ class TranslationQueue:
                 start += len(request.lines)
         finally:
             self.translating = 0
+            self.batches += 1
+            self.translated += len(lines)
