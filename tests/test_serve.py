@@ -156,6 +156,14 @@ def test_native_text_string_is_split_into_lines(server, model, reference):
     assert status == 200 and [t["text"] for t in answer["translations"]] == reference(model, LINES)
 
 
+def test_the_keras_engine_translates_on_the_worker_thread(trained_model, reference, tmp_path):
+    model = trained_model("attention")
+    with serving(model, tmp_path / "stderr.log", "--engine", "keras") as served:
+        status, _, answer = served.call("POST", "/v1/translate", {"text": LINES})
+    assert status == 200 and answer["engine"] == "keras"
+    assert [t["text"] for t in answer["translations"]] == reference(model, LINES, engine="keras")
+
+
 def test_languages_health_and_model(server, model):
     status, _, languages = server.call("GET", "/languages")
     assert status == 200 and languages[0] == {"code": "en", "name": "en", "targets": ["ja"]}

@@ -188,9 +188,8 @@ def create_app(model: TrainedModel, queue: TranslationQueue, options: ServeOptio
         lines = body.text.split("\n") if isinstance(body.text, str) else body.text
         if not lines or body.text == "":
             raise ApiError(422, "text is empty: give a line, or a list of lines")
-        for number, line in enumerate(lines):
-            if isinstance(body.text, list) and "\n" in line:
-                raise ApiError(422, f"text[{number}] holds a line break: give one line per item")
+        if isinstance(body.text, list) and (broken := [n for n, line in enumerate(lines) if "\n" in line]):
+            raise ApiError(422, f"text[{broken[0]}] holds a line break: give one line per item")
         if body.n_best > body.beam_size:
             raise ApiError(422, f"n_best {body.n_best} needs beam_size {body.n_best} or more")
         if body.attention and not attention_available():
