@@ -8,7 +8,8 @@ of one request at a time on the idle server (a 10-word sentence); then `--client
 each send one dev sentence a request, the next as soon as the last is answered, for `--seconds`
 seconds: throughput, p50 and p99 latency, errors, and the server's resident memory after the
 first minute (or half the run, if shorter) and at the end. The server is stopped with SIGTERM
-and must exit 0. Nothing is written to the model directory.
+and must exit 0; `nmt evaluate` runs again, and the load's throughput is set against the mean of
+the two evaluations. Nothing is written to the model directory.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import time
 from pathlib import Path
 
 from nmt_cli.datadir import DataDir
-from timing import machine, timed
+from timing import machine, timed_with_usage
 
 IDLE_SENTENCE = "i can 't tell who will arrive first at the station ."  # 10 words and a full stop
 IDLE_REQUESTS = 50
@@ -152,6 +153,12 @@ def load(port: int, sentences: list[str], clients: int, seconds: float, beam_siz
     }
 
 
+def evaluate(command: list[str]) -> dict:
+    """`nmt evaluate --json`'s report, with the CPU time the whole process took."""
+    _, out, usage = timed_with_usage(command)
+    return {**json.loads(out), "cpu_seconds": usage.ru_utime + usage.ru_stime}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model-dir", type=Path, default=Path("models/default"))
@@ -172,9 +179,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="nmt-serve-load-") as scratch:
         command = [nmt, "evaluate", "--model-dir", str(model_dir), "--data-dir", str(data_dir), "--split", "dev"]
         command += ["--engine", args.engine, "--beam-size", str(args.beam_size), "--json"]
-        _, out = timed([*command, "--output", str(Path(scratch) / "hypotheses.txt")])
-        evaluation = json.loads(out)
-        print(f"nmt evaluate: {evaluation['sentences_per_second']:.1f} sentences/s ({evaluation['engine']})")
+        command += ["--output", str(Path(scratch) / "hypotheses.txt")]
+        evaluated = [evaluate(command)]
+        print(
+            f"nmt evaluate: {evaluated[0]['sentences_per_second']:.1f} sentences/s ({evaluated[0]['engine']}); "
+            f"{evaluated[0]['cpu_seconds']:.1f} s of CPU, its start and scoring included"
+        )
 
         with open(Path(scratch) / "serve.log", "w") as log:
             process, port, listening, ready = start_server(nmt, model_dir, args.engine, log)
@@ -190,19 +200,29 @@ def main() -> None:
             finally:
                 process.send_signal(signal.SIGTERM)
                 code = process.wait(timeout=60)
+        # Measured again after the load: other work on the machine then weighs on both figures alike.
+        evaluated.append(evaluate(command))
+        print(f"nmt evaluate again: {evaluated[1]['sentences_per_second']:.1f} sentences/s")
         if code != 0:
             sys.exit(f"nmt serve exited {code} on SIGTERM:\n{(Path(scratch) / 'serve.log').read_text()[-3000:]}")
 
     latencies = result["latencies"]
     throughput = len(latencies) / result["seconds"]
-    share = throughput / evaluation["sentences_per_second"]
+    share = throughput / statistics.mean(e["sentences_per_second"] for e in evaluated)
     print(
         f"load: {args.clients} clients, one sentence a request, {result['seconds']:.0f} s: "
-        f"{throughput:.1f} sentences/s = {100 * share:.0f}% of nmt evaluate's; "
+        f"{throughput:.1f} sentences/s = {100 * share:.0f}% of nmt evaluate's (the mean of its two); "
         f"p50 {1000 * statistics.median(latencies):.1f} ms, p99 {1000 * percentile(latencies, 0.99):.1f} ms; "
         f"{len(latencies)} answered, {result['errors']} errors"
     )
     cpu = result["cpu"]
+    # Other work on the machine takes CPU from the server and from `nmt evaluate` at different
+    # moments; sentences per CPU second compare the two where it does.
+    per_cpu = statistics.mean(e["scores"]["sentences"] / e["cpu_seconds"] for e in evaluated)
+    print(
+        f"sentences per CPU second: server {len(latencies) / cpu['server']:.0f}, "
+        f"nmt evaluate {per_cpu:.0f} (whole process)"
+    )
     print(
         f"CPU during the load: server {cpu['server']:.1f} s, these clients {cpu['clients']:.1f} s "
         f"of {result['seconds'] * os.cpu_count():.0f} s ({os.cpu_count()} cores); "

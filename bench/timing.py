@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import resource
 import shlex
 import socket
 import subprocess
@@ -43,6 +44,12 @@ def timed(command: list[str], echo: bool = False) -> tuple[float, str]:
 
 def timed_with_memory(command: list[str], echo: bool = False) -> tuple[float, str, float]:
     """(wall seconds, stdout, peak resident memory in MB) of a command that must succeed."""
+    seconds, out, usage = timed_with_usage(command, echo)
+    return seconds, out, usage.ru_maxrss / 1024
+
+
+def timed_with_usage(command: list[str], echo: bool = False) -> tuple[float, str, resource.struct_rusage]:
+    """(wall seconds, stdout, resource usage: CPU time, peak memory) of a command that must succeed."""
     if echo:
         print("$ " + shlex.join(command), flush=True)
     started = time.perf_counter()
@@ -62,7 +69,7 @@ def timed_with_memory(command: list[str], echo: bool = False) -> tuple[float, st
         reader.join()
     if process.returncode:
         sys.exit(f"{shlex.join(command)} failed ({process.returncode}):\n{streams['err'].decode()[-3000:]}")
-    return seconds, streams["out"].decode(), usage.ru_maxrss / 1024
+    return seconds, streams["out"].decode(), usage
 
 
 def free_local_ports(count: int) -> list[int]:

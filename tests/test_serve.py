@@ -151,6 +151,19 @@ def test_native_api_gives_n_best_with_scores(server, model):
         assert [c["score"] for c in got["candidates"]] == pytest.approx([c.score for c in want.candidates], abs=1e-5)
 
 
+def test_attention_is_given_or_refused_as_health_says(server):
+    health = server.call("GET", "/health")[2]
+    status, _, answer = server.call("POST", "/v1/translate", {"text": LINES, "attention": True})
+    if health["attention"]:
+        assert status == 200, answer
+        for translation in answer["translations"]:
+            attention = translation["attention"]
+            assert attention["target"][-1] == "</s>" and len(attention["weights"]) == len(attention["target"])
+            assert all(len(row) == len(attention["source"]) for row in attention["weights"])
+    else:
+        assert status == 400 and answer == {"error": health["no_attention_because"]}
+
+
 def test_native_text_string_is_split_into_lines(server, model, reference):
     status, _, answer = server.call("POST", "/v1/translate", {"text": "\r\n".join(LINES)})
     assert status == 200 and [t["text"] for t in answer["translations"]] == reference(model, LINES)

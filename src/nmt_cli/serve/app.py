@@ -16,7 +16,6 @@ the queue is full or the model not ready, never a traceback.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import json
 import secrets
 import threading
@@ -37,7 +36,6 @@ from starlette.formparsers import MultiPartParser
 from nmt_cli import __version__
 from nmt_cli.errors import UserError
 from nmt_cli.serve.batching import NotReady, QueueFull, Search
-from nmt_cli.translation import Translator
 
 if TYPE_CHECKING:
     from nmt_cli.config import ServeOptions
@@ -68,13 +66,20 @@ class NativeRequest(BaseModel):
     attention: bool = False
 
 
-def attention_available() -> bool:
-    """Whether the `Translator` can return attention matrices.
+def attention_refusal(model: TrainedModel) -> str | None:
+    """Why this server cannot return attention for `model`, or None when it can.
 
-    The seam for the engines' attention (issue 18): once `Translator.translate` takes
-    `attention`, requests for it pass through; until then they are answered 501.
+    The seam for the engines' attention (issue 18): `TrainedModel.check_attention` refuses a model
+    that has none; before the engines return attention, no model can.
     """
-    return "attention" in inspect.signature(Translator.translate).parameters
+    check = getattr(model, "check_attention", None)
+    if check is None:
+        return "attention needs an engine that returns it; this version of nmt has none"
+    try:
+        check()
+    except UserError as why:
+        return str(why)
+    return None
 
 
 def create_app(model: TrainedModel, queue: TranslationQueue, options: ServeOptions) -> FastAPI:
@@ -192,8 +197,8 @@ def create_app(model: TrainedModel, queue: TranslationQueue, options: ServeOptio
             raise ApiError(422, f"text[{broken[0]}] holds a line break: give one line per item")
         if body.n_best > body.beam_size:
             raise ApiError(422, f"n_best {body.n_best} needs beam_size {body.n_best} or more")
-        if body.attention and not attention_available():
-            raise ApiError(501, "attention needs an engine that returns it; this version of nmt has none")
+        if body.attention and (why := attention_refusal(model)):
+            raise ApiError(400, why)
         results = await translate(
             [line.rstrip("\r") for line in lines], Search(body.beam_size, body.n_best, body.attention)
         )
@@ -215,7 +220,7 @@ def create_app(model: TrainedModel, queue: TranslationQueue, options: ServeOptio
     @app.get("/health")
     async def health() -> JSONResponse:
         """Ready, loading or failed; what translates; how full the queue is."""
-        translator = queue.translator
+        translator, refusal = queue.translator, attention_refusal(model)
         view = {
             "status": queue.state,
             "model": str(model.workspace.root),
@@ -223,7 +228,8 @@ def create_app(model: TrainedModel, queue: TranslationQueue, options: ServeOptio
             "checkpoint": model.checkpoint_name,
             "source": source,
             "target": target,
-            "attention": attention_available(),
+            "attention": refusal is None,
+            "no_attention_because": refusal,
             "api_key_required": options.api_key is not None,
             "queue": {
                 "waiting": queue.waiting_lines,

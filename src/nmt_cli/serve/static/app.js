@@ -3,6 +3,7 @@
 
 const $ = (id) => document.getElementById(id);
 let attentionAvailable = false;
+let noAttentionBecause = "";
 
 function showError(message) {
   $("error").textContent = message;
@@ -16,6 +17,7 @@ async function describeServer() {
     $("pair").textContent = `${health.source} → ${health.target}`;
     $("model").textContent = `${health.model}, checkpoint ${health.checkpoint}, ${health.engine} (${health.status})`;
     attentionAvailable = health.attention;
+    noAttentionBecause = health.no_attention_because || "";
     $("key-label").hidden = !health.api_key_required;
   } catch (error) {
     showError(`The server does not answer: ${error.message}`);
@@ -105,8 +107,8 @@ function showResult(answer) {
   } else {
     $("heatmap").hidden = true;
     $("attention-note").textContent = attentionAvailable
-      ? "This model gives no attention to show."
-      : "This server's engine does not return attention, so there is no heat-map to show.";
+      ? "There is no attention to show for an empty line."
+      : `No heat-map: ${noAttentionBecause}.`;
     $("attention-note").hidden = false;
   }
   $("result").hidden = false;
