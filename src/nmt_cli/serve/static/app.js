@@ -83,9 +83,14 @@ async function translate(event) {
     attention: attentionAvailable,
   };
   try {
-    const response = await fetch("/v1/translate", { method: "POST", headers, body: JSON.stringify(request) });
-    const answer = await response.json().catch(() => ({ error: `the server answered ${response.status}` }));
-    if (!response.ok) throw new Error(answer.error || `the server answered ${response.status}`);
+    let answer = await ask(headers, request);
+    if (answer.error && request.attention) {
+      // A model may refuse attention only once it translates (weights saved without it): translate
+      // without, and say why there is no heat-map.
+      const without = await ask(headers, { ...request, attention: false });
+      if (!without.error) [attentionAvailable, noAttentionBecause, answer] = [false, answer.error, without];
+    }
+    if (answer.error) throw new Error(answer.error);
     showResult(answer);
   } catch (error) {
     $("result").hidden = true;
@@ -93,6 +98,12 @@ async function translate(event) {
   } finally {
     $("translate").disabled = false;
   }
+}
+
+async function ask(headers, request) {
+  const response = await fetch("/v1/translate", { method: "POST", headers, body: JSON.stringify(request) });
+  const answer = await response.json().catch(() => ({}));
+  return response.ok ? answer : { error: answer.error || `the server answered ${response.status}` };
 }
 
 function showResult(answer) {
