@@ -329,6 +329,15 @@ def test_mistakes_are_one_line_before_tensorflow(tmp_path, model):
     assert_one_line_error(taken, f"127.0.0.1:{port}")
 
 
+def test_another_address_without_a_key_is_warned_of(model):
+    # The port is taken, so nothing listens beyond the loopback address: the warning comes first.
+    with socket_in_use() as port:
+        open_to_all = nmt("serve", "--model-dir", model, "--host", "0.0.0.0", "--port", port, before_tensorflow=True)
+    warning, error = open_to_all.stderr.splitlines()
+    assert warning.startswith("warning: --host 0.0.0.0") and "--api-key" in warning
+    assert error.startswith("error: cannot listen on http://0.0.0.0:") and open_to_all.returncode == 2
+
+
 @contextmanager
 def socket_in_use():
     import socket

@@ -504,12 +504,12 @@ def serve(**values: Any) -> None:
     from nmt_cli.serve import server
     from nmt_cli.translation import Translator
 
-    listening = server.listen(options.host, options.port)
     if options.api_key is None and not server.is_loopback(options.host):
         console.tell(
             f"warning: --host {options.host} lets other machines translate without a key; "
             "give --api-key (or NMT_API_KEY) to require one"
         )
+    listening = server.listen(options.host, options.port)
 
     def open_translator() -> Translator:
         # The Keras engine loads TensorFlow here, on the server's translation thread.
