@@ -214,23 +214,6 @@ def test_the_data_directory_is_found_from_anywhere(tmp_path, reversal_data, monk
     assert [row.epoch for row in history] == [1, 2]
 
 
-def test_a_model_directory_from_before_keeps_its_data(tmp_path, reversal_data, monkeypatch):
-    # config.json used to hold the data directory as given on the command line, relative to
-    # where `nmt train` ran: still found from there.
-    import json
-    import shutil
-
-    project = tmp_path / "project"
-    shutil.copytree(reversal_data, project / "data")
-    monkeypatch.chdir(project)
-    _train(Path("model"), Path("data"), epochs=1, save_every=1)
-    config_file = project / "model" / "config.json"
-    raw = json.loads(config_file.read_text())
-    raw["data_dir"] = "data"
-    config_file.write_text(json.dumps(raw))
-    assert load_config(config_file).resolve_data_dir(Path("model")) == Path("data")
-
-
 def test_time_budget_stops_inside_an_epoch_and_a_resume_goes_on_from_there(tmp_path, reversal_data):
     from conftest import RecordingReporter
     from nmt_cli.checkpoints import Position, resume_points

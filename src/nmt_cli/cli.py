@@ -39,7 +39,6 @@ from nmt_cli.config import (
     TrainOptions,
     TranslateOptions,
     cli_name,
-    load_config,
     rules_of,
     sampling_of,
 )
@@ -318,13 +317,14 @@ def export(**values: Any) -> None:
     """Write a Transformer checkpoint as a CTranslate2 model: translation without TensorFlow."""
     from nmt_cli import console
     from nmt_cli.export import check_exportable
+    from nmt_cli.migration import open_config
     from nmt_cli.workspace import Workspace
 
     options = _options_from(ExportOptions, values)
     options.validate()
     workspace = Workspace(options.model_dir)
     workspace.resolve_checkpoint(options.checkpoint)
-    config = load_config(workspace.config)
+    config = open_config(workspace)
     check_exportable(config.model.arch)
     workspace.read_manifest(config)
 

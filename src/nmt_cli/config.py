@@ -301,8 +301,7 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         # How a model trains best depends on what it is: options left unset take the
-        # architecture's defaults (and a config.json from before an option existed gets the
-        # default that matches how it was trained).
+        # architecture's defaults.
         fill_arch_defaults(self.training, self.model.arch)
 
     def to_json(self) -> str:
@@ -317,23 +316,16 @@ class RunConfig:
             data_dir=raw["data_dir"],
             data_manifest_sha256=raw["data_manifest_sha256"],
             tool_version=raw["tool_version"],
-            parent=raw.get("parent"),
+            parent=raw["parent"],
         )
 
     def with_data_dir(self, data_dir: Path, model_dir: Path) -> RunConfig:
         return replace(self, data_dir=_path_from(Path(model_dir), Path(data_dir)))
 
     def resolve_data_dir(self, model_dir: Path) -> Path:
-        """The data directory, wherever the command runs.
-
-        Model directories written before paths were stored relative to them hold a path
-        relative to where `nmt train` ran: that is tried when the other is not there.
-        """
+        """The data directory, wherever the command runs."""
         stored = Path(self.data_dir)
-        if stored.is_absolute():
-            return stored
-        beside = Path(os.path.normpath(Path(model_dir).absolute() / stored))
-        return beside if beside.exists() or not stored.exists() else stored
+        return stored if stored.is_absolute() else Path(os.path.normpath(Path(model_dir).absolute() / stored))
 
 
 def _path_from(model_dir: Path, data_dir: Path) -> str:

@@ -29,7 +29,7 @@ class HistoryRow:
     learning_rate: float = _shown("lr", 10, ".2e")  # at the epoch's end
     seconds: float = _shown("seconds", 9, ".1f")
     tokens_per_second: float = _shown("tok/s", 9, ".0f")  # real (not padding) target tokens
-    steps: float = field(default=math.nan)  # optimizer steps so far, over every run; NaN in older files
+    steps: float = field(default=math.nan)  # optimizer steps so far, over every run; NaN: unknown
 
     def figure(self, best_by: str) -> float:
         """The figure `--best-by` ranks epochs by, as a score where higher is better."""
@@ -51,7 +51,6 @@ class HistoryRow:
 
 
 COLUMNS = tuple(f.name for f in fields(HistoryRow))
-_ADDED_COLUMNS = ("val_bleu", "steps")  # history files from before these columns read them as NaN
 
 
 def best_row(rows: list[HistoryRow], best_by: str) -> HistoryRow | None:
@@ -65,10 +64,7 @@ def read_history(path: Path) -> list[HistoryRow]:
         return []
     try:
         with open(path, newline="", encoding="utf-8") as stream:
-            rows = [
-                {name: float(line[name] if name in line or name not in _ADDED_COLUMNS else "nan") for name in COLUMNS}
-                for line in csv.DictReader(stream)
-            ]
+            rows = [{name: float(line[name]) for name in COLUMNS} for line in csv.DictReader(stream)]
         return [HistoryRow(**{**row, "epoch": int(row["epoch"])}) for row in rows]
     except (ValueError, KeyError, TypeError, UnicodeDecodeError):
         raise UserError(f"{path} is damaged: restore it, or start over with `nmt train --restart`") from None

@@ -19,10 +19,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from nmt_cli.architectures import ARCHITECTURES
-from nmt_cli.config import RunConfig, load_config
+from nmt_cli.config import RunConfig
 from nmt_cli.datadir import Manifest
 from nmt_cli.errors import UserError
 from nmt_cli.export import ExportStamp, read_stamp
+from nmt_cli.migration import open_config
 from nmt_cli.tokenizer import Tokenizer
 from nmt_cli.workspace import Workspace
 
@@ -44,7 +45,7 @@ class TrainedModel:
     def open(cls, model_dir: Path, checkpoint: str = "best", engine: str = "auto") -> TrainedModel:
         workspace = Workspace(model_dir)
         path = workspace.resolve_checkpoint(checkpoint)
-        config = load_config(workspace.config)
+        config = open_config(workspace)
         manifest = workspace.read_manifest(config)
         export = read_stamp(workspace.export)
         return cls(

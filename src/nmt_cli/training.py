@@ -119,7 +119,7 @@ def _copy_data_description(plan: TrainPlan) -> None:
     manifest = plan.data.manifest()
     for lang in (manifest.source_lang, manifest.target_lang):
         theirs, mine = plan.data.tokenizer(lang), plan.workspace.tokenizer(lang)
-        wanted = manifest.vocabulary[lang].get("sha256")  # manifests from before 0.2 do not say
+        wanted = manifest.tokenizer_sha256(lang)
         if wanted and mine.is_file() and files.sha256(mine) == wanted:
             continue
         Tokenizer.load(theirs)

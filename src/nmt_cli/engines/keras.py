@@ -32,12 +32,10 @@ class KerasEngine:
         if model.checkpoint == model.workspace.best and inference_models_of_best(model.workspace):
             # The saved inference models are best.keras' own: loading them skips the training graph.
             from nmt_cli.models import load_keras_model
-            from nmt_cli.models.base import is_step_contract
 
             encoder, decoder = load_keras_model(model.workspace.encoder), load_keras_model(model.workspace.decoder)
-            if is_step_contract(decoder):
-                self.searcher = Searcher(encoder, decoder, **self.search_settings)
-                return
+            self.searcher = Searcher(encoder, decoder, **self.search_settings)
+            return
         self.load_checkpoint(model.checkpoint)
 
     def load_checkpoint(self, checkpoint: Path) -> None:

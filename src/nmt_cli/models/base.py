@@ -101,8 +101,3 @@ def next_token_log_probs(logits) -> keras.KerasTensor:
     vocab = logits.shape[-1]
     log_probs = kl.Activation("log_softmax", dtype="float32", name="next_token_log_softmax")(logits)
     return kl.Reshape((vocab,), dtype="float32", name=LOG_PROBS)(log_probs)
-
-
-def is_step_contract(decoder: keras.Model) -> bool:
-    """Whether a saved decoder model keeps this contract (models saved before it did not)."""
-    return isinstance(decoder.input, dict) and PREVIOUS_TOKEN in decoder.input and isinstance(decoder.output, dict)
