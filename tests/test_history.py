@@ -42,6 +42,6 @@ def test_each_row_names_its_tensorboard_scalars_and_console_columns():
     assert set(scalars["train"]) == {"loss", "accuracy", "learning_rate", "tokens_per_second"}
     shown = row(4, 1.5, 20.0).shown()
     assert [title for title, _, _ in shown] == [
-        "epoch", "loss", "acc", "val_loss", "val_acc", "val_bleu", "lr", "seconds", "tok/s"
+        "epoch", "loss", "acc", "val_loss", "val_acc", "val_bleu", "lr", "seconds", "tok/s", "step"
     ]  # fmt: skip
     assert shown[0][2] == "4" and shown[3][2] == "1.5000"

@@ -119,10 +119,11 @@ def test_checkpoint_schedule_and_files(tmp_path, reversal_data):
     assert all(float(row["tokens_per_second"]) > 0 and float(row["seconds"]) > 0 for row in rows)
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+    history_rows = read_history(workspace.history)  # TensorBoard's step is the optimizer's
     for side, tags in (("train", {"epoch_loss", "epoch_learning_rate"}), ("validation", {"epoch_loss"})):
         events = EventAccumulator(str(workspace.logs / side)).Reload()
         assert tags <= set(events.Tags()["scalars"]), side
-        assert [event.step for event in events.Scalars("epoch_loss")] == [1, 2, 3]
+        assert [event.step for event in events.Scalars("epoch_loss")] == [int(row.steps) for row in history_rows]
     train_losses = [e.value for e in EventAccumulator(str(workspace.logs / "train")).Reload().Scalars("epoch_loss")]
     assert train_losses == pytest.approx([row.loss for row in read_history(workspace.history)], rel=1e-5)
     assert not list(model_dir.rglob("*.partial*"))
@@ -235,7 +236,9 @@ def test_time_budget_stops_inside_an_epoch_and_a_resume_goes_on_from_there(tmp_p
     plan = len(ParallelBatches(*DataDir(reversal_data).load_split("train"), 32, 1234, shuffle=True).plan(0))
     assert first_epoch["total"] == first_epoch["done"] == plan - 1  # the batches the first run had not reached
     assert second_epoch["done"] == plan
-    assert [row.epoch for row in read_history(workspace.history)] == [1, 2]
+    # One row per validation: the stop's, inside epoch 1, stays, before the rows of both epochs' ends.
+    history = read_history(workspace.history)
+    assert [(row.epoch, row.steps) for row in history] == [(1, 1), (1, plan), (2, 2 * plan)]
     assert not workspace.resume_checkpoint.exists() and not workspace.resume_stamp.exists()
     assert any("resuming from epoch 1, batch 1" in note for note in reporter.notes)
 

@@ -343,7 +343,7 @@ class CheckpointPolicy:
     def _save_best(self, row: HistoryRow, position: Position) -> None:
         models = [self.models.training, self.models.encoder, self.models.decoder]
         stamp = _save_together(BestStamp(position, row.epoch, self.best_by, self.best), self.workspace, models)
-        figure = f"val_bleu {row.val_bleu:.2f}" if self.best_by == "bleu" else f"val_loss {row.val_loss:.4f}"
+        figure = row.figure_text(self.best_by)
         self.on_saved(f"{self.workspace.best.name} with its inference models ({position}, {figure})")
         if self.after_best is not None:
             self.after_best(stamp)

@@ -201,6 +201,20 @@ class TrainingConfig:
     save_every: int = option(
         5, "Save a checkpoint every N epochs; the last is always saved.", minimum=1, maximum=MAX_EPOCHS, panel=SAVING
     )
+    save_every_steps: int = option(
+        0,
+        "Also save a resume point every N optimizer steps (the newest only), so that a kill costs at most N "
+        "steps. 0: at epoch ends only.",
+        minimum=0,
+        panel=SAVING,
+    )
+    validate_every_steps: int = option(
+        0,
+        "Also validate every N optimizer steps: a history row, a chance to become best.keras, a resume point. "
+        "0: at epoch ends only.",
+        minimum=0,
+        panel=SAVING,
+    )
     time_budget: float = option(
         0.0,
         "Stop after this many minutes of wall clock, validation included, with a resumable checkpoint; "
@@ -257,7 +271,11 @@ class TrainingConfig:
         panel=SAVING,
     )
     patience: int = option(
-        0, "Stop once the --best-by figure has not improved for this many epochs. 0: never.", minimum=0, panel=SAVING
+        0,
+        "Stop once the --best-by figure has not improved for this many validations (epoch ends, and every "
+        "--validate-every-steps). 0: never.",
+        minimum=0,
+        panel=SAVING,
     )
     seed: int = option(
         1234,

@@ -167,10 +167,12 @@ class RichReporter(Reporter):
 
     def epoch_end(self, row: HistoryRow) -> None:
         columns = row.shown()
+        # soft_wrap: a row stays one line in a log, whatever width rich assumes off a terminal.
         if not self._epoch_header_shown:
-            self.console.print("[bold]" + "".join(f"{title:>{width}}" for title, width, _ in columns) + "[/]")
+            header = "".join(f"{title:>{width}}" for title, width, _ in columns)
+            self.console.print(f"[bold]{header}[/]", soft_wrap=True)
             self._epoch_header_shown = True
-        self.console.print("".join(f"{value:>{width}}" for _, width, value in columns))
+        self.console.print("".join(f"{value:>{width}}" for _, width, value in columns), soft_wrap=True)
 
 
 def _lengths_cell(stats: dict) -> str:
@@ -215,7 +217,7 @@ def training_summary(result, model_dir: str) -> str:
     last = result.history[-1]
     by = result.config.training.best_by
     best = best_row(result.history, by) or last
-    figure = f"val_bleu {best.val_bleu:.4g}" if by == "bleu" else f"val_loss {best.val_loss:.4g}"
+    figure = best.figure_text(by)
     stopped = f" (stopped by {result.stopped_by})" if result.stopped_by else ""
     return (
         f"trained {model_dir} to {result.position}{stopped}: val_loss {last.val_loss:.4f}, "
@@ -387,11 +389,11 @@ def print_summary(view: dict, console: Console = stdout) -> None:
         rows = [HistoryRow(**row) for row in view["history"]]
         for title, _, _ in rows[0].shown():
             history.add_column(title, justify="right")
+        # An epoch validated more than once (--validate-every-steps): best.keras holds its best row.
+        best = best_row([row for row in rows if row.epoch == view["best_epoch"]], by)
         for row in rows:
             (_, _, epoch), *values = row.shown()
-            history.add_row(
-                epoch + (" *" if row.epoch == view["best_epoch"] else ""), *(value for _, _, value in values)
-            )
+            history.add_row(epoch + (" *" if row is best else ""), *(value for _, _, value in values))
         console.print(history)
     if view["checkpoints"]:
         checkpoints = Table(title="checkpoints", title_justify="left")
