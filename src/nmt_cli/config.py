@@ -599,11 +599,24 @@ class TranslateOptions:
     normalize: bool = option(True, "Bring raw input to the training corpus' form.", flag="--normalize/--no-normalize")
     tokenized: bool = option(False, "Keep the corpus' word spacing in the output.", flag="--tokenized")
     as_json: bool = option(False, "One JSON object per line: source, translation, score.", flag="--json")
+    attention: bool = option(
+        False,
+        "With --json: add where the best translation looked, {source, target, weights}: the pieces "
+        "and each target piece's attention weights over the source pieces.",
+        flag="--attention",
+    )
+    plot_attention: Path | None = option(
+        None, "Draw the attention of one line's translation as a heat-map to FILE.png or FILE.svg (needs matplotlib)."
+    )
     engine: str = _engine()
     threads: int = _threads()
 
     def validate(self) -> None:
         check(self)
+        if self.attention and not self.as_json:
+            raise UserError(
+                "--attention adds the attention to --json output: add --json, or draw it with --plot-attention FILE"
+            )
         if self.n_best > self.beam_size:
             raise UserError(f"--n-best {self.n_best} needs --beam-size {self.n_best} or more")
         if self.n_best > 1 and self.sampling_topk is not None:

@@ -236,23 +236,21 @@ def score_line(score, as_json: bool) -> str:
     return f"{score.log_prob:.4f}\t{score.per_token:.4f}\t{score.perplexity:.4f}\n"
 
 
-def translation_lines(result, n_best: int, as_json: bool, n_best_format: str = "tsv", line: int = 0) -> str:
-    """What `nmt translate` writes for input line number `line` (0-based)."""
+def translation_lines(
+    result, n_best: int, as_json: bool, n_best_format: str = "tsv", line: int = 0, attention: bool = False
+) -> str:
+    """What `nmt translate` writes for input line number `line` (0-based); with `attention`, the
+    best candidate's JSON record holds its attention too."""
     import json
 
     if as_json:
-        candidates = result.candidates[:n_best] or [None]
-        records = (
-            json.dumps(
-                {
-                    "source": result.source,
-                    "translation": c.text if c else "",
-                    "score": round(c.score, 4) if c else None,
-                },
-                ensure_ascii=False,
-            )
-            for c in candidates
-        )
+        records = []
+        for rank, c in enumerate(result.candidates[:n_best] or [None]):
+            score = round(c.score, 4) if c else None
+            record = {"source": result.source, "translation": c.text if c else "", "score": score}
+            if attention and rank == 0:
+                record["attention"] = attention_json(result.attention)
+            records.append(json.dumps(record, ensure_ascii=False))
         return "".join(_escape_line_breaks(record) + "\n" for record in records)
     if n_best == 1:
         return result.text + "\n"
@@ -262,6 +260,15 @@ def translation_lines(result, n_best: int, as_json: bool, n_best_format: str = "
     # translation the search did not find (an empty input, or fewer distinct texts than N).
     rows = [f"{rank}\t{c.score:.4f}\t{c.text}\n" for rank, c in enumerate(result.candidates, 1)]
     return "".join(rows + [f"{rank}\t\t\n" for rank in range(len(rows) + 1, n_best + 1)])
+
+
+def attention_json(attention) -> dict | None:
+    """A translation's `Attention` as JSON: {"source": [...], "target": [...], "weights": [[...]]},
+    weights to 4 decimals (None for an empty line)."""
+    if attention is None:
+        return None
+    weights = [[round(weight, 4) for weight in row] for row in attention.weights]
+    return {"source": attention.source, "target": attention.target, "weights": weights}
 
 
 def _escape_line_breaks(record: str) -> str:
