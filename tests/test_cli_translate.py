@@ -730,3 +730,72 @@ def test_sampling_gives_one_translation_per_line(tmp_path):
         "translate", "--model-dir", tmp_path, "--sampling-topk", "5", "--n-best", "2", "x", before_tensorflow=True
     )
     assert_one_line_error(completed, "--n-best needs beam search")
+
+
+# ----------------------------------------------------------------------------------------------
+# --attention and --plot-attention
+# ----------------------------------------------------------------------------------------------
+
+
+def test_json_attention_gives_each_line_the_matrix_of_its_best_translation(model, reference):
+    sentences = ["a b c d", "", "j i h"]
+    result = ok("translate", "--model-dir", model, "--json", "--attention", "--n-best", "2", *sentences)
+    records = [json.loads(line) for line in lines_of(result.stdout)]
+    best = [record for record in records if "attention" in record]  # the first record of each line
+    assert [record["translation"] for record in best] == reference(model, sentences)
+    assert best[1]["attention"] is None  # an empty line has no translation
+    for record in (best[0], best[2]):
+        attention = record["attention"]
+        assert set(attention) == {"source", "target", "weights"}
+        assert "".join(attention["source"]).replace("▁", " ").strip() == record["source"]
+        assert attention["target"][-1] == "</s>" and len(attention["weights"]) == len(attention["target"])
+        for row in attention["weights"]:
+            assert len(row) == len(attention["source"]) and sum(row) == pytest.approx(1.0, abs=1e-3)
+
+
+@pytest.mark.parametrize("suffix", [".png", ".svg"])
+def test_plot_attention_draws_the_heat_map(model, reference, tmp_path, suffix):
+    import xml.etree.ElementTree as ElementTree
+
+    from matplotlib import image
+
+    path = tmp_path / "plots" / f"attention{suffix}"
+    result = ok("translate", "--model-dir", model, "--plot-attention", path, "A B C D")
+    assert result.stdout == reference(model, ["a b c d"])[0] + "\n"
+    if suffix == ".png":
+        assert path.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+        height, width, _ = image.imread(path).shape
+        assert height > 100 and width > 100
+    else:
+        root = ElementTree.parse(path).getroot()
+        assert root.tag.endswith("svg") and len(root) > 0
+    assert [p.name for p in path.parent.iterdir()] == [path.name]  # written whole, nothing left beside it
+
+
+@pytest.mark.parametrize(
+    ("args", "stdin", "message"),
+    [
+        (["--attention", "a b"], None, "--attention adds the attention to --json output"),
+        (["--plot-attention", "out.pdf", "a b"], None, "--plot-attention out.pdf must end in .png or .svg"),
+        (["--plot-attention", "out.png", "a b", "c d"], None, "draws the attention of one line, and 2 were given"),
+        (["--plot-attention", "out.png"], "a b\nc d\n", "draws the attention of one line, and 2 were given"),
+        (["--plot-attention", "out.png"], "\n", "nothing to draw: the line to translate is empty"),
+    ],
+)
+def test_attention_mistakes_are_one_line_before_tensorflow(trained_model, tmp_path, args, stdin, message):
+    model_dir = trained_model("attention")  # its Keras engine would load TensorFlow
+    completed = nmt("translate", "--model-dir", model_dir, *args, input=stdin, cwd=tmp_path, before_tensorflow=True)
+    assert_one_line_error(completed, message)
+    assert not (tmp_path / "out.png").exists()
+
+
+def test_plot_attention_without_matplotlib_says_how_to_install_it(monkeypatch, tmp_path):
+    import importlib.util
+
+    from nmt_cli.attention_plot import check_plot_attention
+
+    find_spec = importlib.util.find_spec
+    absent = lambda name, *args: None if name == "matplotlib" else find_spec(name, *args)  # noqa: E731
+    monkeypatch.setattr(importlib.util, "find_spec", absent)
+    with pytest.raises(UserError, match=r"--plot-attention needs matplotlib.*pip install 'nmt-cli\[plot\]'"):
+        check_plot_attention(tmp_path / "attention.png")

@@ -49,6 +49,7 @@ def _greedy_reference(searcher: decoding.Searcher, source: list[int]) -> tuple[l
             searcher.decoder({**{k: keras.ops.convert_to_tensor(v, "int32") for k, v in inputs.items()}, **state})
         )
         log_probs = np.asarray(outputs.pop("log_probs"))[0]
+        outputs.pop("attention", None)
         state.update(outputs)
         token = decoding.EOS_ID if step + 1 >= limit else int(log_probs.argmax())
         total += float(log_probs[token])
@@ -88,6 +89,7 @@ def _beam_reference(searcher: decoding.Searcher, source: list[int], beam_size: i
                 searcher.decoder({**{k: keras.ops.convert_to_tensor(v, "int32") for k, v in inputs.items()}, **state})
             )
             log_probs = np.asarray(outputs.pop("log_probs"))[0].astype(np.float32)
+            outputs.pop("attention", None)
             if step + 1 >= limit:
                 log_probs = np.where(
                     np.arange(len(log_probs)) == decoding.EOS_ID, log_probs, log_probs + decoding.NEG_INF

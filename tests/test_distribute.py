@@ -164,7 +164,8 @@ def test_two_workers_train_one_model_that_only_the_chief_writes(tmp_path, revers
 
 
 def test_two_workers_give_the_loss_of_one_with_the_same_global_batch(tmp_path, reversal_data, cluster):
-    common = ["--data-dir", reversal_data, *TINY, *EXACT, "--epochs", "1"]
+    # Validating inside the epoch too: the loops agree at step granularity.
+    common = ["--data-dir", reversal_data, *TINY, *EXACT, "--epochs", "1", "--validate-every-steps", "25"]
     one, two = tmp_path / "one", tmp_path / "two"
     assert finish(cluster([[*common, "--model-dir", one]]))[0][0] == 0
     results = finish(cluster([[*common, "--model-dir", two], [*common, "--model-dir", tmp_path / "other"]]))
@@ -173,6 +174,10 @@ def test_two_workers_give_the_loss_of_one_with_the_same_global_batch(tmp_path, r
     # so the step is the one-worker step; only float32 sums in another order differ, by about
     # 1e-7 a step, which 63 steps of Adam keep far below this tolerance.
     assert epoch_losses(two) == pytest.approx(epoch_losses(one), rel=1e-4)
+    rows_of_one, rows_of_two = (read_history(Workspace(model_dir).history) for model_dir in (one, two))
+    assert [(row.epoch, row.steps) for row in rows_of_two] == [(1, 25), (1, 50), (1, 63)]
+    assert [row.steps for row in rows_of_one] == [row.steps for row in rows_of_two]
+    assert [row.val_loss for row in rows_of_two] == pytest.approx([row.val_loss for row in rows_of_one], rel=1e-4)
 
 
 def test_sigterm_to_the_chief_of_two_workers_saves_a_checkpoint_that_resumes(tmp_path, reversal_data, cluster):

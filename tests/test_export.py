@@ -8,11 +8,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from conftest import assert_one_line_error, nmt, reversal_pairs
 from nmt_cli.checkpoints import BestStamp
 from nmt_cli.datadir import DataDir
+from nmt_cli.decoding import Searcher
+from nmt_cli.engines import LengthRule
 from nmt_cli.engines.ctranslate2 import CTranslate2Engine
 from nmt_cli.export import STAMP, read_stamp
 from nmt_cli.translation import Translator
@@ -55,6 +58,50 @@ def test_beam_search_finds_the_keras_engines_best_hypothesis(engines):
             assert mine[0][1] == pytest.approx(theirs[0][1], abs=1e-3)
         assert len(mine) == len(theirs) == 5
         assert [score for _, score in mine] == sorted((score for _, score in mine), reverse=True)
+
+
+@pytest.mark.parametrize("beam_size", [1, 5])
+def test_attention_agrees_with_the_keras_engines(engines, beam_size):
+    """The export's attention is the Keras decoder's (the last layer's, heads averaged), for every
+    hypothesis both engines find. Both compute in float32 from the same weights, only in another
+    order: a softmax output moves by about 1e-6 (measured), so 1e-4 is rounding, and any real
+    difference (another layer, one head) is of the order of the weights themselves."""
+    keras_engine, ctranslate2_engine, sources = engines
+    expected = keras_engine.search_all(sources, beam_size, n_best=beam_size, attention=True)
+    found = ctranslate2_engine.search_all(sources, beam_size, n_best=beam_size, attention=True)
+    plain = ctranslate2_engine.search_all(sources, beam_size, n_best=beam_size)
+    compared = 0
+    for source, mine, theirs, without in zip(sources, found, expected, plain):
+        assert [(ids, score) for ids, score, _ in mine] == without  # attention changes no result
+        by_ids = {tuple(ids): weights for ids, _, weights in theirs}
+        for ids, _, weights in mine:
+            assert weights.shape == (len(ids) + 1, len(source))
+            np.testing.assert_allclose(weights.sum(axis=1), 1.0, atol=1e-5)
+            if tuple(ids) in by_ids:
+                np.testing.assert_allclose(weights, by_ids[tuple(ids)], atol=1e-4)
+                compared += 1
+    assert compared >= 0.95 * len(sources) * beam_size
+
+
+def test_a_hypothesis_cut_at_the_length_limit_gets_the_row_of_its_forced_eos(engines):
+    """The Keras engine forces <eos> at the last step, with that step's row; CTranslate2 stops
+    before it, and the row is fetched after it."""
+    keras_engine, ctranslate2_engine, sources = engines
+    rule = LengthRule(ratio=0.0, extra=3)  # two pieces, then <eos>: shorter than any reversal
+    searcher = Searcher(keras_engine.searcher.encoder, keras_engine.searcher.decoder, rule)
+    cut = CTranslate2Engine(ctranslate2_engine.export_dir, length_rule=rule)
+    for beam_size in (1, 3):
+        expected = searcher.search_all(sources[:8], beam_size, attention=True)
+        found = cut.search_all(sources[:8], beam_size, attention=True)
+        cut_short = 0
+        for source, (ids, _, weights), (reference_ids, _, reference) in zip(
+            sources, (f[0] for f in found), (e[0] for e in expected)
+        ):
+            assert len(ids) <= 2 and weights.shape == (len(ids) + 1, len(source))
+            cut_short += len(ids) == 2
+            if ids == reference_ids:
+                np.testing.assert_allclose(weights, reference, atol=1e-4)
+        assert cut_short  # some hypothesis was cut, or this tests nothing
 
 
 def test_the_length_rule_bounds_the_output(engines):
@@ -141,6 +188,19 @@ def test_a_stale_export_is_never_used_by_auto(transformer_copy, reference):
     assert completed.stdout == reference(transformer_copy, ["a b c"], engine="keras")[0] + "\n"
     refused = nmt("translate", "--model-dir", transformer_copy, "--engine", "ctranslate2", "a b c")
     assert_one_line_error(refused, "holds best as it was then", f"nmt export --model-dir {transformer_copy}")
+
+
+def test_an_export_made_before_attention_is_refused_with_what_to_do(transformer_copy):
+    """Exports made before the heads were averaged report one head: they still translate, and
+    attention from them is refused, naming the command that makes a new one, before TensorFlow
+    could load."""
+    stamp_path = Workspace(transformer_copy).export / STAMP
+    stamp = json.loads(stamp_path.read_text())
+    assert stamp.pop("averaged_attention") is True
+    stamp_path.write_text(json.dumps(stamp))
+    assert nmt("translate", "--model-dir", transformer_copy, "a b").returncode == 0
+    refused = nmt("translate", "--model-dir", transformer_copy, "--json", "--attention", "a b", before_tensorflow=True)
+    assert_one_line_error(refused, "made before exports kept attention", f"nmt export --model-dir {transformer_copy}")
 
 
 def test_a_copied_model_directory_keeps_its_export(transformer_copy):

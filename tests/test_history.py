@@ -23,16 +23,6 @@ def test_rows_round_trip_through_the_csv(tmp_path):
     assert again[0].val_bleu == 10.0 and math.isnan(again[1].val_bleu) and again[1].steps == 20
 
 
-def test_a_file_from_before_bleu_and_steps_reads_them_as_nan(tmp_path):
-    header = "epoch,loss,accuracy,val_loss,val_accuracy,learning_rate,seconds,tokens_per_second"
-    (tmp_path / "history.csv").write_text(f"{header}\n1,2,0.5,2.5,0.6,0.001,3,100\n")
-    (only,) = read_history(tmp_path / "history.csv")
-    assert only.epoch == 1 and math.isnan(only.val_bleu) and math.isnan(only.steps)
-    write_history(tmp_path / "again.csv", [only])  # written back with today's columns
-    (again,) = read_history(tmp_path / "again.csv")
-    assert again.epoch == 1 and math.isnan(again.steps) and again.val_loss == 2.5
-
-
 def test_a_damaged_file_is_named(tmp_path):
     (tmp_path / "history.csv").write_text("epoch,loss\nthree,x\n")
     with pytest.raises(UserError, match="history.csv is damaged"):
@@ -52,6 +42,6 @@ def test_each_row_names_its_tensorboard_scalars_and_console_columns():
     assert set(scalars["train"]) == {"loss", "accuracy", "learning_rate", "tokens_per_second"}
     shown = row(4, 1.5, 20.0).shown()
     assert [title for title, _, _ in shown] == [
-        "epoch", "loss", "acc", "val_loss", "val_acc", "val_bleu", "lr", "seconds", "tok/s"
+        "epoch", "loss", "acc", "val_loss", "val_acc", "val_bleu", "lr", "seconds", "tok/s", "step"
     ]  # fmt: skip
     assert shown[0][2] == "4" and shown[3][2] == "1.5000"

@@ -14,9 +14,10 @@ from keras import ops  # noqa: E402
 
 from conftest import log_softmax  # noqa: E402
 from nmt_cli import models  # noqa: E402
+from nmt_cli.architectures import ARCHITECTURES  # noqa: E402
 from nmt_cli.config import ModelConfig  # noqa: E402
 from nmt_cli.errors import UserError  # noqa: E402
-from nmt_cli.models.base import LOG_PROBS, PREVIOUS_TOKEN, STEP, Seq2SeqModels  # noqa: E402
+from nmt_cli.models.base import ATTENTION, LOG_PROBS, PREVIOUS_TOKEN, STEP, Seq2SeqModels  # noqa: E402
 from nmt_cli.tokenizer import BOS_ID, EOS_ID, PAD_ID  # noqa: E402
 
 SOURCE_VOCAB, TARGET_VOCAB = 20, 30
@@ -92,26 +93,36 @@ def strip_mask(x):
 def step_by_step_log_probs(
     config: ModelConfig, encoder: keras.Model, decoder: keras.Model, source: np.ndarray, decoder_in: np.ndarray
 ) -> np.ndarray:
-    """Teacher-forced one-token-at-a-time decoding with the inference models: (B, T, V) log-probs.
+    """Teacher-forced one-token-at-a-time decoding with the inference models: (B, T, V) log-probs."""
+    return step_by_step(config, encoder, decoder, source, decoder_in)[0]
+
+
+def step_by_step(
+    config: ModelConfig, encoder: keras.Model, decoder: keras.Model, source: np.ndarray, decoder_in: np.ndarray
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Teacher-forced one-token-at-a-time decoding with the inference models: (B, T, V) log-probs,
+    and the (B, T, source width) attention of a decoder that gives it (else None).
 
     It keeps the step contract as any user of the saved models would: the state is a dict, and
-    each step's outputs other than the log-probs replace the state entries of the same name.
+    each step's outputs other than the log-probs and attention replace the state entries of the same name.
     """
     # Fresh tensors: eager outputs can carry a Keras mask attribute that would reach the decoder's
     # attention on its own; a real decoder (beam search gathers and tiles) loses it, so the
     # decoder must work from its explicit source_mask input.
     state = {name: strip_mask(x) for name, x in encoder(ops.convert_to_tensor(source), training=False).items()}
-    steps = []
+    steps, rows = [], []
     for t in range(decoder_in.shape[1]):
         token = ops.convert_to_tensor(decoder_in[:, t : t + 1].astype(np.int32))
         step = ops.convert_to_tensor(np.full((source.shape[0], 1), t, np.int32))
         outputs = dict(decoder({PREVIOUS_TOKEN: token, STEP: step, **state}, training=False))
         log_probs = outputs.pop(LOG_PROBS)
+        if ATTENTION in outputs:
+            rows.append(np.asarray(ops.convert_to_numpy(outputs.pop(ATTENTION)))[:, None, :])
         assert tuple(log_probs.shape) == (decoder_in.shape[0], config.target_vocab_size)
         assert set(outputs) <= set(state)
         state.update(outputs)
         steps.append(np.asarray(ops.convert_to_numpy(log_probs))[:, None, :])
-    return np.concatenate(steps, axis=1)
+    return np.concatenate(steps, axis=1), np.concatenate(rows, axis=1) if rows else None
 
 
 def assert_equivalent(config, trio: Seq2SeqModels, source, decoder_in, real, atol=1e-4):
@@ -322,10 +333,36 @@ def test_save_and_load_with_safe_mode(name, tmp_path):
         np.testing.assert_allclose(
             ops.convert_to_numpy(loaded_encoded[name]), ops.convert_to_numpy(original_encoded[name]), atol=1e-6, rtol=0
         )
-    got = step_by_step_log_probs(config, loaded["encoder"], loaded["decoder"], source, decoder_in)
+    got, attention = step_by_step(config, loaded["encoder"], loaded["decoder"], source, decoder_in)
     expected = log_softmax(training_logits(trio.training, source, decoder_in))
     for row, n in enumerate(real):
         np.testing.assert_allclose(got[row, :n], expected[row, :n], atol=1e-4, rtol=0)
+    # The attention output, where there is one, survives the round trip.
+    _, original_attention = step_by_step(config, trio.encoder, trio.decoder, source, decoder_in)
+    if original_attention is None:
+        assert attention is None
+    else:
+        np.testing.assert_allclose(attention, original_attention, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_decoder_steps_give_attention_over_the_real_source(name):
+    """An architecture that attends gives every step a distribution over the source's real
+    positions, padding 0, the same with more padding; seq2seq gives none."""
+    config, trio = built(name)
+    source, decoder_in, real = make_batch(seed=17, source_width=8)
+    _, attention = step_by_step(config, trio.encoder, trio.decoder, source, decoder_in)
+    if not ARCHITECTURES[config.arch].attends:
+        assert attention is None and ATTENTION not in trio.decoder.output
+        return
+    assert attention.shape == (len(source), decoder_in.shape[1], source.shape[1])
+    for row, (source_length, n) in enumerate(zip(SOURCE_LENGTHS, real)):
+        np.testing.assert_allclose(attention[row, :n].sum(axis=-1), 1.0, atol=1e-5)
+        assert np.all(attention[row, :n, source_length:] < 1e-6)
+    wider, _, _ = make_batch(seed=17, source_width=12)
+    _, padded_more = step_by_step(config, trio.encoder, trio.decoder, wider, decoder_in)
+    for row, n in enumerate(real):
+        np.testing.assert_allclose(padded_more[row, :n, :8], attention[row, :n], atol=1e-5)
 
 
 @pytest.mark.parametrize("name", ["seq2seq-2layers", "bahdanau", "bidirectional", "transformer"])

@@ -19,6 +19,7 @@ class ArchitectureInfo:
     name: str
     builder: str  # "module:Class" in nmt_cli.models: the class that builds it with Keras
     recurrent: bool  # LSTMs: CTranslate2 has no LSTM decoder, and they gain nothing from bfloat16 on a CPU
+    attends: bool  # its decoder attends over the source, so a translation can show where (--attention)
     own_options: frozenset[str] = field(default_factory=frozenset)  # options that only some architectures take
     defaults: dict[str, Any] = field(default_factory=dict)  # where option defaults differ by architecture
 
@@ -40,12 +41,18 @@ ARCHITECTURES = {
     info.name: info
     for info in (
         ArchitectureInfo(
-            "seq2seq", "rnn:Seq2Seq", recurrent=True, own_options=frozenset({"embedding_dim"}), defaults=_RNN_DEFAULTS
+            "seq2seq",
+            "rnn:Seq2Seq",
+            recurrent=True,
+            attends=False,
+            own_options=frozenset({"embedding_dim"}),
+            defaults=_RNN_DEFAULTS,
         ),
         ArchitectureInfo(
             "attention",
             "rnn:Attention",
             recurrent=True,
+            attends=True,
             own_options=frozenset({"embedding_dim", "bidirectional", "attention"}),
             defaults=_RNN_DEFAULTS,
         ),
@@ -53,6 +60,7 @@ ARCHITECTURES = {
             "transformer",
             "transformer:Transformer",
             recurrent=False,
+            attends=True,
             own_options=frozenset({"heads", "ff_units", "tie_embeddings"}),
             defaults={
                 "layers": 3,

@@ -89,8 +89,9 @@ class _Stamp:
 @dataclass(frozen=True)
 class BestStamp(_Stamp):
     """`checkpoints/best.json`: where best.keras' weights were saved, the epoch whose history row
-    made them the best and by which figure. A stamp from before digests names only the epoch:
-    its files may not belong together."""
+    made them the best and by which figure. Without digests (an older directory's, see
+    `migration.py`) its files were never checked as a set; without a position, an unfinished
+    save named none."""
 
     position: Position | None
     epoch: int | None
@@ -111,20 +112,17 @@ class BestStamp(_Stamp):
         return self.position == Position(epoch)
 
     def to_json(self) -> dict:
-        return {"epoch": self.epoch, "position": self.position.to_json(), "by": self.by, "figure": self.figure} | (
-            self._marks()
-        )
+        position = self.position.to_json() if self.position is not None else None
+        return {"epoch": self.epoch, "position": position, "by": self.by, "figure": self.figure} | self._marks()
 
     @classmethod
     def read(cls, workspace: Workspace) -> BestStamp | None:
         raw = _read_json(workspace.best_stamp)
         if raw is None:
             return None
-        if raw.get("saving"):  # how a save under way was marked before staged files
-            return cls(None, None, unfinished=True)
         try:
-            epoch = int(raw["epoch"])
-            position = Position(**raw["position"]) if "position" in raw else Position(epoch)
+            epoch = None if raw["epoch"] is None else int(raw["epoch"])
+            position = None if raw["position"] is None else Position(**raw["position"])
         except (KeyError, TypeError, ValueError):
             return None
         figure = raw.get("figure")
@@ -185,7 +183,7 @@ def epoch_so_far(workspace: Workspace, position: Position) -> dict | None:
 
 
 def best_position(workspace: Workspace) -> Position | None:
-    """Where the weights of best.keras were saved (stamps from before positions: an epoch's end)."""
+    """Where the weights of best.keras were saved."""
     stamp = BestStamp.read(workspace)
     return stamp.position if stamp is not None else None
 
@@ -345,7 +343,7 @@ class CheckpointPolicy:
     def _save_best(self, row: HistoryRow, position: Position) -> None:
         models = [self.models.training, self.models.encoder, self.models.decoder]
         stamp = _save_together(BestStamp(position, row.epoch, self.best_by, self.best), self.workspace, models)
-        figure = f"val_bleu {row.val_bleu:.2f}" if self.best_by == "bleu" else f"val_loss {row.val_loss:.4f}"
+        figure = row.figure_text(self.best_by)
         self.on_saved(f"{self.workspace.best.name} with its inference models ({position}, {figure})")
         if self.after_best is not None:
             self.after_best(stamp)

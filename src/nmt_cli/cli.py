@@ -40,7 +40,6 @@ from nmt_cli.config import (
     TrainOptions,
     TranslateOptions,
     cli_name,
-    load_config,
     rules_of,
     sampling_of,
 )
@@ -319,13 +318,14 @@ def export(**values: Any) -> None:
     """Write a Transformer checkpoint as a CTranslate2 model: translation without TensorFlow."""
     from nmt_cli import console
     from nmt_cli.export import check_exportable
+    from nmt_cli.migration import open_config
     from nmt_cli.workspace import Workspace
 
     options = _options_from(ExportOptions, values)
     options.validate()
     workspace = Workspace(options.model_dir)
     workspace.resolve_checkpoint(options.checkpoint)
-    config = load_config(workspace.config)
+    config = open_config(workspace)
     check_exportable(config.model.arch)
     workspace.read_manifest(config)
 
@@ -371,6 +371,9 @@ _TEXTS = inspect.Parameter(
 )
 
 
+_ONE_LINE_TO_PLOT = "--plot-attention draws the attention of one line, and {count} were given: give one sentence"
+
+
 @app.command(cls=_Command)
 @_with_options([_TEXTS], _parameters(TranslateOptions))
 def translate(texts: list[str] | None = None, **values: Any) -> None:
@@ -389,16 +392,20 @@ def translate(texts: list[str] | None = None, **values: Any) -> None:
         raise UserError("--output must not be the --input file: it would be overwritten while being read")
     if options.output is None and isinstance(sys.stdout, _ClosedStdout):
         raise UserError(_STDOUT_CLOSED)
+    if options.plot_attention is not None:
+        from nmt_cli.attention_plot import check_plot_attention
+
+        check_plot_attention(options.plot_attention)
+        if texts and texts != ["-"] and len(texts) != 1:
+            raise UserError(_ONE_LINE_TO_PLOT.format(count=len(texts)))
     model = TrainedModel.open(options.model_dir, options.checkpoint, options.engine)
+    attention = options.attention or options.plot_attention is not None
+    if attention:
+        model.check_attention()
 
     from nmt_cli import console, files
     from nmt_cli.engines import open_engine
     from nmt_cli.translation import MAX_PARTS, Translator
-
-    # The Keras engine loads TensorFlow here; the CTranslate2 engine never does.
-    translator = Translator(
-        model, open_engine(model, options.threads, console.tell, options.length_penalty, sampling_of(options))
-    )
 
     def warn_long(line: str, pieces: int, trained: int, parts: int) -> None:
         excerpt = line if len(line) <= 40 else line[:37] + "..."
@@ -422,6 +429,16 @@ def translate(texts: list[str] | None = None, **values: Any) -> None:
             lines = _utf8_lines((raw + b"\n" for raw in arguments), "argument")
         else:
             lines = _utf8_lines(sys.stdin.buffer, "stdin")
+        if options.plot_attention is not None:
+            lines = list(lines)
+            if len(lines) != 1:
+                raise UserError(_ONE_LINE_TO_PLOT.format(count=len(lines)))
+            if not lines[0].strip():
+                raise UserError("--plot-attention has nothing to draw: the line to translate is empty")
+        # The Keras engine loads TensorFlow here; the CTranslate2 engine never does.
+        translator = Translator(
+            model, open_engine(model, options.threads, console.tell, options.length_penalty, sampling_of(options))
+        )
         results = translator.translate(
             lines,
             beam_size=options.beam_size,
@@ -431,6 +448,7 @@ def translate(texts: list[str] | None = None, **values: Any) -> None:
             on_long_input=warn_long,
             # Someone typing wants each answer at once; a pipe is translated in large batches.
             chunk_lines=1 if reading_stdin and sys.stdin.isatty() else None,
+            attention=attention,
         )
         if options.output is not None:
             options.output.parent.mkdir(parents=True, exist_ok=True)
@@ -438,10 +456,16 @@ def translate(texts: list[str] | None = None, **values: Any) -> None:
         try:
             for line, result in enumerate(results):
                 output.write(
-                    console.translation_lines(result, options.n_best, options.as_json, options.n_best_format, line)
+                    console.translation_lines(
+                        result, options.n_best, options.as_json, options.n_best_format, line, options.attention
+                    )
                 )
                 if options.output is None:
                     output.flush()
+                if options.plot_attention is not None and result.attention is not None:
+                    from nmt_cli.attention_plot import plot_attention
+
+                    plot_attention(result.attention, options.plot_attention)
         except BrokenPipeError:
             # The reader went away (`nmt translate ... | head -1`): stop quietly, as a writer
             # killed by SIGPIPE does; nothing more may reach the closed stdout.

@@ -201,6 +201,20 @@ class TrainingConfig:
     save_every: int = option(
         5, "Save a checkpoint every N epochs; the last is always saved.", minimum=1, maximum=MAX_EPOCHS, panel=SAVING
     )
+    save_every_steps: int = option(
+        0,
+        "Also save a resume point every N optimizer steps (the newest only), so that a kill costs at most N "
+        "steps. 0: at epoch ends only.",
+        minimum=0,
+        panel=SAVING,
+    )
+    validate_every_steps: int = option(
+        0,
+        "Also validate every N optimizer steps: a history row, a chance to become best.keras, a resume point. "
+        "0: at epoch ends only.",
+        minimum=0,
+        panel=SAVING,
+    )
     time_budget: float = option(
         0.0,
         "Stop after this many minutes of wall clock, validation included, with a resumable checkpoint; "
@@ -257,7 +271,11 @@ class TrainingConfig:
         panel=SAVING,
     )
     patience: int = option(
-        0, "Stop once the --best-by figure has not improved for this many epochs. 0: never.", minimum=0, panel=SAVING
+        0,
+        "Stop once the --best-by figure has not improved for this many validations (epoch ends, and every "
+        "--validate-every-steps). 0: never.",
+        minimum=0,
+        panel=SAVING,
     )
     seed: int = option(
         1234,
@@ -301,8 +319,7 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         # How a model trains best depends on what it is: options left unset take the
-        # architecture's defaults (and a config.json from before an option existed gets the
-        # default that matches how it was trained).
+        # architecture's defaults.
         fill_arch_defaults(self.training, self.model.arch)
 
     def to_json(self) -> str:
@@ -317,23 +334,16 @@ class RunConfig:
             data_dir=raw["data_dir"],
             data_manifest_sha256=raw["data_manifest_sha256"],
             tool_version=raw["tool_version"],
-            parent=raw.get("parent"),
+            parent=raw["parent"],
         )
 
     def with_data_dir(self, data_dir: Path, model_dir: Path) -> RunConfig:
         return replace(self, data_dir=_path_from(Path(model_dir), Path(data_dir)))
 
     def resolve_data_dir(self, model_dir: Path) -> Path:
-        """The data directory, wherever the command runs.
-
-        Model directories written before paths were stored relative to them hold a path
-        relative to where `nmt train` ran: that is tried when the other is not there.
-        """
+        """The data directory, wherever the command runs."""
         stored = Path(self.data_dir)
-        if stored.is_absolute():
-            return stored
-        beside = Path(os.path.normpath(Path(model_dir).absolute() / stored))
-        return beside if beside.exists() or not stored.exists() else stored
+        return stored if stored.is_absolute() else Path(os.path.normpath(Path(model_dir).absolute() / stored))
 
 
 def _path_from(model_dir: Path, data_dir: Path) -> str:
@@ -589,11 +599,24 @@ class TranslateOptions:
     normalize: bool = option(True, "Bring raw input to the training corpus' form.", flag="--normalize/--no-normalize")
     tokenized: bool = option(False, "Keep the corpus' word spacing in the output.", flag="--tokenized")
     as_json: bool = option(False, "One JSON object per line: source, translation, score.", flag="--json")
+    attention: bool = option(
+        False,
+        "With --json: add where the best translation looked, {source, target, weights}: the pieces "
+        "and each target piece's attention weights over the source pieces.",
+        flag="--attention",
+    )
+    plot_attention: Path | None = option(
+        None, "Draw the attention of one line's translation as a heat-map to FILE.png or FILE.svg (needs matplotlib)."
+    )
     engine: str = _engine()
     threads: int = _threads()
 
     def validate(self) -> None:
         check(self)
+        if self.attention and not self.as_json:
+            raise UserError(
+                "--attention adds the attention to --json output: add --json, or draw it with --plot-attention FILE"
+            )
         if self.n_best > self.beam_size:
             raise UserError(f"--n-best {self.n_best} needs --beam-size {self.n_best} or more")
         if self.n_best > 1 and self.sampling_topk is not None:

@@ -167,10 +167,12 @@ class RichReporter(Reporter):
 
     def epoch_end(self, row: HistoryRow) -> None:
         columns = row.shown()
+        # soft_wrap: a row stays one line in a log, whatever width rich assumes off a terminal.
         if not self._epoch_header_shown:
-            self.console.print("[bold]" + "".join(f"{title:>{width}}" for title, width, _ in columns) + "[/]")
+            header = "".join(f"{title:>{width}}" for title, width, _ in columns)
+            self.console.print(f"[bold]{header}[/]", soft_wrap=True)
             self._epoch_header_shown = True
-        self.console.print("".join(f"{value:>{width}}" for _, width, value in columns))
+        self.console.print("".join(f"{value:>{width}}" for _, width, value in columns), soft_wrap=True)
 
 
 def _lengths_cell(stats: dict) -> str:
@@ -215,7 +217,7 @@ def training_summary(result, model_dir: str) -> str:
     last = result.history[-1]
     by = result.config.training.best_by
     best = best_row(result.history, by) or last
-    figure = f"val_bleu {best.val_bleu:.4g}" if by == "bleu" else f"val_loss {best.val_loss:.4g}"
+    figure = best.figure_text(by)
     stopped = f" (stopped by {result.stopped_by})" if result.stopped_by else ""
     return (
         f"trained {model_dir} to {result.position}{stopped}: val_loss {last.val_loss:.4f}, "
@@ -234,23 +236,21 @@ def score_line(score, as_json: bool) -> str:
     return f"{score.log_prob:.4f}\t{score.per_token:.4f}\t{score.perplexity:.4f}\n"
 
 
-def translation_lines(result, n_best: int, as_json: bool, n_best_format: str = "tsv", line: int = 0) -> str:
-    """What `nmt translate` writes for input line number `line` (0-based)."""
+def translation_lines(
+    result, n_best: int, as_json: bool, n_best_format: str = "tsv", line: int = 0, attention: bool = False
+) -> str:
+    """What `nmt translate` writes for input line number `line` (0-based); with `attention`, the
+    best candidate's JSON record holds its attention too."""
     import json
 
     if as_json:
-        candidates = result.candidates[:n_best] or [None]
-        records = (
-            json.dumps(
-                {
-                    "source": result.source,
-                    "translation": c.text if c else "",
-                    "score": round(c.score, 4) if c else None,
-                },
-                ensure_ascii=False,
-            )
-            for c in candidates
-        )
+        records = []
+        for rank, c in enumerate(result.candidates[:n_best] or [None]):
+            score = round(c.score, 4) if c else None
+            record = {"source": result.source, "translation": c.text if c else "", "score": score}
+            if attention and rank == 0:
+                record["attention"] = result.attention.to_json() if result.attention is not None else None
+            records.append(json.dumps(record, ensure_ascii=False))
         return "".join(_escape_line_breaks(record) + "\n" for record in records)
     if n_best == 1:
         return result.text + "\n"
@@ -396,11 +396,11 @@ def print_summary(view: dict, console: Console = stdout) -> None:
         rows = [HistoryRow(**row) for row in view["history"]]
         for title, _, _ in rows[0].shown():
             history.add_column(title, justify="right")
+        # An epoch validated more than once (--validate-every-steps): best.keras holds its best row.
+        best = best_row([row for row in rows if row.epoch == view["best_epoch"]], by)
         for row in rows:
             (_, _, epoch), *values = row.shown()
-            history.add_row(
-                epoch + (" *" if row.epoch == view["best_epoch"] else ""), *(value for _, _, value in values)
-            )
+            history.add_row(epoch + (" *" if row is best else ""), *(value for _, _, value in values))
         console.print(history)
     if view["checkpoints"]:
         checkpoints = Table(title="checkpoints", title_justify="left")

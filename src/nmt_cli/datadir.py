@@ -59,6 +59,11 @@ class Manifest:
     def vocab_size(self, lang: str) -> int:
         return int(self.vocabulary[lang]["actual"])
 
+    def tokenizer_sha256(self, lang: str) -> str | None:
+        """The SHA-256 of the tokenizer the data was encoded with; data directories prepared by
+        nmt 0.1 did not record it (None)."""
+        return self.vocabulary[lang].get("sha256")
+
     def longest_training_source(self) -> int:
         return int(self.token_lengths["train"][self.source_lang]["max"])
 

@@ -56,6 +56,9 @@ class ExportStamp:
     mtime_ns: int
     quantization: str
     tool_version: str = __version__
+    # The decoder reports the last layer's attention with its heads averaged, as the Keras one
+    # does; exports made before say nothing, and report one head.
+    averaged_attention: bool = False
 
     def holds(self, checkpoint: Path) -> bool:
         """Whether the export was made from this very file. The digest decides; a file whose size
@@ -125,6 +128,7 @@ def export(
         bytes=stat.st_size,
         mtime_ns=stat.st_mtime_ns,
         quantization=quantization,
+        averaged_attention=True,
     )
     files.remove_folder_leftovers(output, STAMP)
     staging = files.staging_folder(output)
@@ -168,7 +172,13 @@ def transformer_spec(model: keras.Model, config: ModelConfig, source: Tokenizer,
         linear(spec.linear[1], f"{block}_self_attention_output")
 
     spec = transformer_spec.TransformerSpec.from_config(
-        (config.layers, config.layers), config.heads, pre_norm=True, activation=common_spec.Activation.RELU
+        (config.layers, config.layers),
+        config.heads,
+        pre_norm=True,
+        activation=common_spec.Activation.RELU,
+        # Attention (`return_attention`) of the last layer (alignment_layer -1, the default), all
+        # heads averaged (0; CTranslate2's default, 1, reports the first head alone).
+        alignment_heads=0,
     )
     spec.config.layer_norm_epsilon = LAYER_NORM_EPSILON
     spec.config.unk_token, spec.config.bos_token, spec.config.eos_token = (

@@ -1,5 +1,6 @@
-"""A run's history: one row per epoch, kept in `history.csv`, written to TensorBoard and printed
-as training goes. `HistoryRow` is the one definition of a row: the CSV's columns are its fields
+"""A run's history: one row per validation (at every epoch's end, every `--validate-every-steps`
+steps, and where a run stops inside an epoch), kept in `history.csv`, written to TensorBoard
+and printed as training goes. `HistoryRow` is the one definition of a row: the CSV's columns are its fields
 in order, and each field's metadata says how the console shows it."""
 
 from __future__ import annotations
@@ -7,36 +8,40 @@ from __future__ import annotations
 import csv
 import io
 import math
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 
 from nmt_cli import files
 from nmt_cli.errors import UserError
 
 
-def _shown(title: str, width: int, spec: str):
-    return field(metadata={"title": title, "width": width, "format": spec})
+def _shown(title: str, width: int, spec: str, default=MISSING):
+    return field(default=default, metadata={"title": title, "width": width, "format": spec})
 
 
 @dataclass(frozen=True)
 class HistoryRow:
-    epoch: int = _shown("epoch", 6, "d")
-    loss: float = _shown("loss", 9, ".4f")  # the masked cross-entropy of the epoch's training batches
+    epoch: int = _shown("epoch", 6, "d")  # the epoch validated: complete, or under way
+    loss: float = _shown("loss", 9, ".4f")  # the masked cross-entropy of the epoch's training batches so far
     accuracy: float = _shown("acc", 8, ".4f")
     val_loss: float = _shown("val_loss", 10, ".4f")
     val_accuracy: float = _shown("val_acc", 9, ".4f")
     val_bleu: float = _shown("val_bleu", 9, ".2f")  # greedy dev BLEU; NaN unless --best-by bleu
-    learning_rate: float = _shown("lr", 10, ".2e")  # at the epoch's end
+    learning_rate: float = _shown("lr", 10, ".2e")  # at the validation
     seconds: float = _shown("seconds", 9, ".1f")
     tokens_per_second: float = _shown("tok/s", 9, ".0f")  # real (not padding) target tokens
-    steps: float = field(default=math.nan)  # optimizer steps so far, over every run; NaN in older files
+    steps: float = _shown("step", 8, ".0f", default=math.nan)  # optimizer steps so far, over every run; NaN: unknown
 
     def figure(self, best_by: str) -> float:
         """The figure `--best-by` ranks epochs by, as a score where higher is better."""
         return self.val_bleu if best_by == "bleu" else -self.val_loss
 
+    def figure_text(self, best_by: str) -> str:
+        """That figure as people read it: "val_bleu 31.20" or "val_loss 1.2345"."""
+        return f"val_bleu {self.val_bleu:.2f}" if best_by == "bleu" else f"val_loss {self.val_loss:.4f}"
+
     def scalars(self) -> dict[str, dict[str, float]]:
-        """The TensorBoard scalars of the epoch, on Keras' two sides."""
+        """The TensorBoard scalars of the validation, on Keras' two sides."""
         train = {"loss": self.loss, "accuracy": self.accuracy, "learning_rate": self.learning_rate}
         validation = {"loss": self.val_loss, "accuracy": self.val_accuracy, "bleu": self.val_bleu}
         return {"train": {**train, "tokens_per_second": self.tokens_per_second}, "validation": validation}
@@ -51,7 +56,6 @@ class HistoryRow:
 
 
 COLUMNS = tuple(f.name for f in fields(HistoryRow))
-_ADDED_COLUMNS = ("val_bleu", "steps")  # history files from before these columns read them as NaN
 
 
 def best_row(rows: list[HistoryRow], best_by: str) -> HistoryRow | None:
@@ -65,10 +69,7 @@ def read_history(path: Path) -> list[HistoryRow]:
         return []
     try:
         with open(path, newline="", encoding="utf-8") as stream:
-            rows = [
-                {name: float(line[name] if name in line or name not in _ADDED_COLUMNS else "nan") for name in COLUMNS}
-                for line in csv.DictReader(stream)
-            ]
+            rows = [{name: float(line[name]) for name in COLUMNS} for line in csv.DictReader(stream)]
         return [HistoryRow(**{**row, "epoch": int(row["epoch"])}) for row in rows]
     except (ValueError, KeyError, TypeError, UnicodeDecodeError):
         raise UserError(f"{path} is damaged: restore it, or start over with `nmt train --restart`") from None

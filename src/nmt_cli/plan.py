@@ -16,6 +16,7 @@ from nmt_cli.config import DEFAULT_DATA_DIR, DEFAULT_MODEL_DIR, ModelConfig, Run
 from nmt_cli.datadir import DataDir
 from nmt_cli.errors import UserError
 from nmt_cli.history import read_history
+from nmt_cli.migration import migrate, open_config
 from nmt_cli.workspace import Workspace
 
 RETRAINABLE = ("dropout",)  # model options a fine-tuned model may change: they shape no weight
@@ -58,6 +59,7 @@ def plan_training(request: TrainRequest) -> TrainPlan:
     # A directory that holds a config.json goes on with it, even before its first checkpoint:
     # never re-initialised with other options unless --restart says so.
     if request.writes:
+        migrate(workspace)
         finish_saves(workspace)
     points = resume_points(workspace)
     config, data = _resumed_config(request, workspace, points[0][0] if points else Position())
@@ -102,7 +104,7 @@ def _parent_config(request: TrainRequest) -> RunConfig:
     """`--init-from`'s config; model options given that are not its own are refused by name."""
     parent = Workspace(request.init_from)
     parent.check_exists()
-    parent_config = load_config(parent.config)
+    parent_config = open_config(parent)
     for name, value in request.model.items():
         if name not in RETRAINABLE and getattr(parent_config.model, name) != value:
             raise UserError(

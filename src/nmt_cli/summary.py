@@ -15,11 +15,12 @@ from typing import TYPE_CHECKING
 
 from nmt_cli import files
 from nmt_cli.checkpoints import BestStamp
-from nmt_cli.config import DEFAULT_MODEL_DIR, ModelConfig, RunConfig, SummaryOptions, load_config
+from nmt_cli.config import DEFAULT_MODEL_DIR, ModelConfig, RunConfig, SummaryOptions
 from nmt_cli.datadir import DataDir, Manifest
 from nmt_cli.errors import UserError
 from nmt_cli.export import export_size, read_stamp
 from nmt_cli.history import read_history
+from nmt_cli.migration import open_config
 from nmt_cli.models import build_models
 from nmt_cli.workspace import Workspace
 
@@ -123,7 +124,7 @@ def check_sources(options: SummaryOptions, model_options: dict) -> None:
             f"model directory {workspace.root} does not exist; "
             "train one, or give model options to see an untrained model"
         )
-    load_config(workspace.config)
+    open_config(workspace)
     Manifest.read(workspace.data_manifest)
 
 
@@ -144,7 +145,7 @@ def summarize_model_dir(model_dir: Path) -> tuple[dict, Seq2SeqModels]:
         raise UserError(
             f"model directory {model_dir} does not exist; train one, or give model options to see an untrained model"
         )
-    config = load_config(workspace.config)
+    config = open_config(workspace)
     models = build_models(config.model)
     manifest = Manifest.read(workspace.data_manifest)
     history = read_history(workspace.history)

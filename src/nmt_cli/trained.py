@@ -19,10 +19,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from nmt_cli.architectures import ARCHITECTURES
-from nmt_cli.config import RunConfig, load_config
+from nmt_cli.config import RunConfig
 from nmt_cli.datadir import Manifest
 from nmt_cli.errors import UserError
 from nmt_cli.export import ExportStamp, read_stamp
+from nmt_cli.migration import open_config
 from nmt_cli.tokenizer import Tokenizer
 from nmt_cli.workspace import Workspace
 
@@ -44,7 +45,7 @@ class TrainedModel:
     def open(cls, model_dir: Path, checkpoint: str = "best", engine: str = "auto") -> TrainedModel:
         workspace = Workspace(model_dir)
         path = workspace.resolve_checkpoint(checkpoint)
-        config = load_config(workspace.config)
+        config = open_config(workspace)
         manifest = workspace.read_manifest(config)
         export = read_stamp(workspace.export)
         return cls(
@@ -59,6 +60,21 @@ class TrainedModel:
             engine_name=_choose_engine(engine, workspace, config.model.arch, checkpoint, path, export),
             export=export,
         )
+
+    def check_attention(self) -> None:
+        """Refuse, before any engine loads, attention this model cannot show: an architecture
+        without it, or a CTranslate2 export made before exports kept it."""
+        arch = self.config.model.arch
+        if not ARCHITECTURES[arch].attends:
+            raise UserError(
+                f"--arch {arch} has no attention to show: its decoder reads only the encoder's final state "
+                "(--arch attention and transformer have it)"
+            )
+        if self.engine_name == "ctranslate2" and not self.export.averaged_attention:
+            raise UserError(
+                f"the CTranslate2 export in {self.workspace.export} was made before exports kept attention; "
+                f"export again with `{_export_command(self.workspace, self.checkpoint_name)}`, or use --engine keras"
+            )
 
     def with_checkpoint(self, checkpoint: str) -> TrainedModel:
         """The same model directory at another checkpoint (the engine stays the one chosen)."""
@@ -79,10 +95,16 @@ def _choose_engine(
             f"--engine ctranslate2 runs Transformer models, and {workspace.root} is --arch {arch} "
             "(CTranslate2 has no LSTM decoder): use --engine keras"
         )
-    again = f"nmt export --model-dir {workspace.root}" + ("" if name == "best" else f" --checkpoint {name}")
+    again = _export_command(workspace, name)
     if export is None:
         raise UserError(f"{workspace.root} has no CTranslate2 export; make one with `{again}`, or use --engine keras")
     raise UserError(
         f"the CTranslate2 export in {workspace.export} holds {export.checkpoint} as it was then, not {name} as it "
         f"is now; export again with `{again}`, or use --engine keras"
     )
+
+
+def _export_command(workspace: Workspace, checkpoint_name: str) -> str:
+    """The `nmt export` that exports the checkpoint `--checkpoint checkpoint_name` names."""
+    checkpoint = "" if checkpoint_name == "best" else f" --checkpoint {checkpoint_name}"
+    return f"nmt export --model-dir {workspace.root}{checkpoint}"

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -119,7 +119,7 @@ def _copy_data_description(plan: TrainPlan) -> None:
     manifest = plan.data.manifest()
     for lang in (manifest.source_lang, manifest.target_lang):
         theirs, mine = plan.data.tokenizer(lang), plan.workspace.tokenizer(lang)
-        wanted = manifest.vocabulary[lang].get("sha256")  # manifests from before 0.2 do not say
+        wanted = manifest.tokenizer_sha256(lang)
         if wanted and mine.is_file() and files.sha256(mine) == wanted:
             continue
         Tokenizer.load(theirs)
@@ -173,13 +173,15 @@ def _train(
         files.write_text(plan.workspace.config, config.to_json())
         _copy_data_description(plan)
     train_batches, dev_batches = _batches(plan, "train"), _batches(plan, "dev")
-    policy = _checkpoint_policy(plan, models, position, reporter, writes=task.is_chief)
+    steps = int(optimizer.iterations.numpy())  # restored with the resume point: where its history ends
+    policy = _checkpoint_policy(plan, models, position, steps, reporter, writes=task.is_chief)
     deadline = started + training.time_budget * 60 if training.time_budget else math.inf
     monitor = _EpochMonitor(
         policy,
         ScalarLog(plan.workspace.logs) if task.is_chief else None,
         _bleu_scorer(plan, models) if training.best_by == "bleu" and task.is_chief else None,
         train_batches,
+        _dev_figures(models.training, dev_batches, training.label_smoothing),
         position,
         training,
         StopRule(deadline, training.patience, signals, decides=task.is_chief),
@@ -192,9 +194,9 @@ def _train(
     with _out_of_memory_explained():
         try:
             if across_workers:
-                _fit_across_workers(strategy, models, optimizer, training, train_batches, dev_batches, monitor)
+                _fit_across_workers(strategy, models, optimizer, training, train_batches, monitor)
             else:
-                _fit(models, training, train_batches, dev_batches, monitor)
+                _fit(models, training, train_batches, monitor)
         finally:
             monitor.close()
     return TrainResult(config=config, history=policy.history, position=monitor.position, stopped_by=monitor.stopped_by)
@@ -268,12 +270,16 @@ def _batches(plan: TrainPlan, split: str) -> ParallelBatches:
 
 
 def _checkpoint_policy(
-    plan: TrainPlan, models: Seq2SeqModels, position: Position, reporter: Reporter, writes: bool
+    plan: TrainPlan, models: Seq2SeqModels, position: Position, steps: int, reporter: Reporter, writes: bool
 ) -> CheckpointPolicy:
-    """The policy that saves this run's checkpoints, given the history up to `position`; the
-    process that `writes` first drops what a killed run wrote after it."""
+    """The policy that saves this run's checkpoints, given the history up to `position` (`steps`
+    optimizer steps in); the process that `writes` first drops what a killed run wrote after it."""
     workspace, config = plan.workspace, plan.config
-    history = [row for row in read_history(workspace.history) if row.epoch <= position.epochs]
+    history = [
+        row
+        for row in read_history(workspace.history)
+        if row.epoch <= position.epochs or (row.epoch == position.epochs + 1 and row.steps <= steps)
+    ]
     missing = sorted(set(range(1, position.epochs + 1)) - {row.epoch for row in history})
     if missing:
         reporter.warn(
@@ -308,14 +314,14 @@ def _bleu_scorer(plan: TrainPlan, models: Seq2SeqModels) -> SplitScorer:
     return SplitScorer(models.encoder, models.decoder, plan.data, target_tokenizer)
 
 
-def _fit(models: Seq2SeqModels, training: TrainingConfig, train_batches, dev_batches, monitor: _EpochMonitor) -> None:
+def _fit(models: Seq2SeqModels, training: TrainingConfig, train_batches, monitor: _EpochMonitor) -> None:
     """Keras' own loop, one `fit` per epoch: every epoch's plan has its own length (and a resumed
-    one is shorter), which Keras takes from the dataset only once per call."""
-    dev, start = dev_batches.dataset(), monitor.start
+    one is shorter), which Keras takes from the dataset only once per call. The monitor validates
+    (`_dev_figures`), inside epochs too, where `fit` cannot."""
+    start = monitor.start
     for epoch in range(start.epochs, training.epochs):
         models.training.fit(
             train_batches.dataset(epoch, start.batches if epoch == start.epochs else 0),
-            validation_data=dev,
             epochs=epoch + 1,
             initial_epoch=epoch,
             callbacks=[monitor],
@@ -326,7 +332,7 @@ def _fit(models: Seq2SeqModels, training: TrainingConfig, train_batches, dev_bat
             break
 
 
-def _fit_across_workers(strategy, models, optimizer, training, train_batches, dev_batches, monitor) -> None:
+def _fit_across_workers(strategy, models, optimizer, training, train_batches, monitor) -> None:
     """The same training as `_fit` for several workers, where Keras' `fit` cannot go
     (MultiWorkerMirroredStrategy): a step per global batch, each worker on its share of it, with
     the same model, loss, metrics, optimizer and monitor.
@@ -349,12 +355,6 @@ def _fit_across_workers(strategy, models, optimizer, training, train_batches, de
         per_replica = strategy.run(replica_step, args=batch)
         return [strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None) for value in per_replica]
 
-    @tf.function
-    def evaluate_step(inputs, target):
-        logits = model(inputs, training=False)
-        total, tokens = token_loss_sum(target, logits, smoothing)
-        return total, correct_tokens(target, logits), tokens
-
     def shares(epoch: int, skip: int):
         return strategy.distribute_datasets_from_function(
             lambda context: train_batches.worker_dataset(
@@ -374,14 +374,31 @@ def _fit_across_workers(strategy, models, optimizer, training, train_batches, de
             monitor.on_train_batch_end(index, figures.logs())
             if model.stop_training:
                 break
-        # Every worker validates on the whole dev split: the same figures everywhere.
-        sums = [0.0, 0.0, 0.0]
-        for inputs, target in dev_batches.dataset():
-            sums = [a + float(b) for a, b in zip(sums, evaluate_step(inputs, target))]
-        validation = {"val_loss": sums[0] / max(sums[2], 1.0), "val_accuracy": sums[1] / max(sums[2], 1.0)}
-        monitor.on_epoch_end(epoch, {**figures.logs(), **validation})
+        monitor.on_epoch_end(epoch, figures.logs())
         if model.stop_training:
             break
+
+
+def _dev_figures(model: keras.Model, dev_batches: ParallelBatches, label_smoothing: float):
+    """Validation on the whole dev split, as one function of no arguments: `{"val_loss",
+    "val_accuracy"}` over its real target tokens. Both loops call it, at epoch ends and inside
+    epochs alike, so every history row is measured the same way (and across workers, every
+    worker validates on the whole split: the same figures everywhere)."""
+
+    @tf.function
+    def evaluate_step(inputs, target):
+        logits = model(inputs, training=False)
+        total, tokens = token_loss_sum(target, logits, label_smoothing)
+        return total, correct_tokens(target, logits), tokens
+
+    def figures() -> dict[str, float]:
+        sums = [0.0, 0.0, 0.0]
+        for inputs, target in dev_batches.dataset():
+            sums = [total + float(value) for total, value in zip(sums, evaluate_step(inputs, target))]
+        loss, correct, tokens = sums
+        return {"val_loss": loss / max(tokens, 1.0), "val_accuracy": correct / max(tokens, 1.0)}
+
+    return figures
 
 
 class _KerasMetrics:
@@ -465,9 +482,10 @@ def _out_of_memory_explained() -> Iterator[None]:
 
 
 class ScalarLog:
-    """Each epoch's figures as TensorBoard scalars: `logs/train` and `logs/validation`, as Keras
-    lays them out, but written as plain scalar values, which every TensorBoard reader lists
-    (TensorFlow 2's `tf.summary.scalar` writes tensors that older readers do not)."""
+    """Each validation's figures as TensorBoard scalars: `logs/train` and `logs/validation`, as
+    Keras lays them out, but written as plain scalar values, which every TensorBoard reader lists
+    (TensorFlow 2's `tf.summary.scalar` writes tensors that older readers do not). Their step is
+    the optimizer's, as other toolkits plot it: validations inside epochs fall between epochs."""
 
     def __init__(self, folder: Path):
         self.writers = {side: tf.summary.create_file_writer(str(folder / side)) for side in ("train", "validation")}
@@ -478,14 +496,16 @@ class ScalarLog:
         for side, values in row.scalars().items():
             summary = Summary(value=[Summary.Value(tag=f"epoch_{k}", simple_value=v) for k, v in values.items()])
             with self.writers[side].as_default():
-                tf.summary.experimental.write_raw_pb(summary.SerializeToString(), step=row.epoch)
+                tf.summary.experimental.write_raw_pb(summary.SerializeToString(), step=int(row.steps))
             self.writers[side].flush()
 
 
 class _EpochMonitor(keras.callbacks.Callback):
-    """Progress, stopping early, and each epoch's history row for the checkpoint policy.
+    """Progress, validation, stopping early, and each validation's history row for the checkpoint
+    policy: at every epoch's end, and inside epochs every `--validate-every-steps` steps (with a
+    resume point every `--save-every-steps`).
 
-    Whether to stop is agreed at every step and epoch end: each process asks its `rule`,
+    Whether to stop is agreed at every step and validation: each process asks its `rule`,
     `consensus` turns the requests into one decision, the same in every process. A lone process
     agrees with itself; several workers take the strongest request any of them made.
     """
@@ -496,6 +516,7 @@ class _EpochMonitor(keras.callbacks.Callback):
         scalars: ScalarLog | None,
         scorer: SplitScorer | None,
         batches: ParallelBatches,
+        validate: Callable[[], dict[str, float]],
         start: Position,
         training: TrainingConfig,
         rule: StopRule,
@@ -506,7 +527,8 @@ class _EpochMonitor(keras.callbacks.Callback):
     ):
         super().__init__()
         self.policy, self.scalars, self.scorer, self.batches = policy, scalars, scorer, batches
-        self.training, self.rule, self.reporter, self.figures = training, rule, reporter, figures
+        self.validate, self.training, self.rule, self.reporter = validate, training, rule, reporter
+        self.figures = figures
         self.consensus = consensus or (lambda request: request)
         self.position, self.start = start, start
         self.run_stack, self.epoch_stack = ExitStack(), ExitStack()
@@ -515,6 +537,7 @@ class _EpochMonitor(keras.callbacks.Callback):
         self.carried = carried  # the figures of the start position's epoch before it (resume.json)
         self.to_carry: dict | None = None
         self.stopped_epoch_so_far: dict | None = None
+        self.validated_at: Position | None = None  # the last validation inside an epoch
         self.run = None
 
     def close(self) -> None:
@@ -579,8 +602,9 @@ class _EpochMonitor(keras.callbacks.Callback):
         refuse_non_finite("training loss", loss, self._here())
         rate = round(float(logs.get("target_tokens", 0.0)) / max(self.last_batch_end - self.started, 1e-9))
         optimizer = self.model.optimizer
+        step = int(optimizer.iterations.numpy())
         figures = {"loss": loss, "acc": float(logs.get("accuracy", 0.0)), "tok/s": rate}
-        self.task.advance(1, **figures, lr=current_learning_rate(optimizer), step=int(optimizer.iterations.numpy()))
+        self.task.advance(1, **figures, lr=current_learning_rate(optimizer), step=step)
         self.run.advance(1)
         agreed = self._agree(self.rule.request(now=self.last_batch_end))
         if self.done_batches == self.epoch_batches:
@@ -593,17 +617,16 @@ class _EpochMonitor(keras.callbacks.Callback):
             self.stopped_by = agreed.describe(self.training.patience, None)
             self.model.stop_training = True
             self.stopped_epoch_so_far = self.epoch_so_far()  # before validation takes the metrics over
+        elif _every(self.training.validate_every_steps, step):
+            self._validate_inside_epoch(logs, step)
+        elif _every(self.training.save_every_steps, step):
+            self.position = self._here()
+            self.policy.save_resume_point(self.position, self.epoch_so_far())
 
-    def on_epoch_end(self, epoch, logs=None):
-        logs = logs or {}
-        # The epoch's last step may have left weights that only validation shows to be broken.
-        refuse_non_finite("validation loss", float(logs["val_loss"]), self._here())
-        seconds = time.monotonic() - self.started
-        self.epoch_stack.close()
-        self.position = self._here()
-        complete = not self.position.batches
-        row = HistoryRow(
-            epoch=epoch + 1,
+    def _row(self, logs: dict, seconds: float) -> HistoryRow:
+        """The history row of a validation now, with the training figures of the epoch so far."""
+        return HistoryRow(
+            epoch=self.epoch + 1,
             loss=float(logs["loss"]),
             accuracy=float(logs["accuracy"]),
             val_loss=float(logs["val_loss"]),
@@ -614,6 +637,43 @@ class _EpochMonitor(keras.callbacks.Callback):
             tokens_per_second=float(logs["target_tokens"]) / seconds,
             steps=int(self.model.optimizer.iterations.numpy()),
         )
+
+    def _record(self, row: HistoryRow, last: bool, epoch_so_far: dict | None) -> None:
+        self.reporter.epoch_end(row)
+        self.policy.epoch_end(row, self.position, last=last, epoch_so_far=epoch_so_far)
+        if self.scalars is not None:
+            self.scalars.epoch_end(row)
+
+    def _validate_inside_epoch(self, logs: dict, step: int) -> None:
+        """A validation between steps: its row, perhaps a new best.keras, a resume point; a
+        patience or signal stop agreed here ends the run at this position."""
+        self.position = self.validated_at = self._here()
+        validation = self.validate()
+        refuse_non_finite("validation loss", validation["val_loss"], self.position)
+        epoch_so_far = self.epoch_so_far()
+        row = self._row({**logs, **validation}, time.monotonic() - self.started)
+        without_better = 0 if self.policy.improves(row) else self.policy.epochs_since_best + 1
+        agreed = self._agree(self.rule.request(time.monotonic(), without_better))
+        if agreed:
+            self.stopped_by = agreed.describe(self.training.patience, self.stop_signal)
+            self.model.stop_training = True
+        self._record(row, last=False, epoch_so_far=epoch_so_far)
+        if self.stop_signal is not None:
+            raise Interrupted(self.stop_signal, self.position, self.policy.workspace.resume_checkpoint)
+        self.rule.reserve = time.monotonic() - self.last_batch_end
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.position = self._here()
+        if self.position == self.validated_at:  # a stop agreed at a validation inside the epoch
+            self.epoch_stack.close()
+            return
+        validation = self.validate()
+        # The epoch's last step may have left weights that only validation shows to be broken.
+        refuse_non_finite("validation loss", validation["val_loss"], self.position)
+        seconds = time.monotonic() - self.started
+        self.epoch_stack.close()
+        complete = not self.position.batches
+        row = self._row({**(logs or {}), **validation}, seconds)
         without_better = 0 if self.policy.improves(row) else self.policy.epochs_since_best + 1
         # An epoch cut short has stopped for the budget already: only a signal can add to that.
         request = self.rule.request(time.monotonic(), without_better) if complete else self.rule.request()
@@ -621,10 +681,7 @@ class _EpochMonitor(keras.callbacks.Callback):
         if agreed is StopReason.SIGNAL or (agreed and self.stopped_by is None):
             self.stopped_by = agreed.describe(self.training.patience, self.stop_signal)
         last = self.position.epochs == self.training.epochs or self.stopped_by is not None
-        self.reporter.epoch_end(row)
-        self.policy.epoch_end(row, self.position, last=last, epoch_so_far=self.stopped_epoch_so_far)
-        if self.scalars is not None:
-            self.scalars.epoch_end(row)
+        self._record(row, last=last, epoch_so_far=self.stopped_epoch_so_far)
         if self.stop_signal is not None:  # perhaps received while this epoch's files were written
             if self.position.batches:
                 checkpoint = self.policy.save_resume_point(self.position, self.stopped_epoch_so_far)
@@ -636,3 +693,8 @@ class _EpochMonitor(keras.callbacks.Callback):
             self.model.stop_training = True
         # What this epoch's end cost (validation, BLEU, saving) is what the next must keep in reserve.
         self.rule.reserve = time.monotonic() - self.last_batch_end
+
+
+def _every(interval: int, step: int) -> bool:
+    """Whether `step` is one of every `interval` steps (an interval of 0: none is)."""
+    return interval > 0 and step % interval == 0

@@ -9,8 +9,10 @@ from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from nmt_cli.engines import Engine, NBest, open_engine
-from nmt_cli.tokenizer import normalize, output_text
+from nmt_cli.tokenizer import EOS_ID, normalize, output_text
 
 if TYPE_CHECKING:
     from nmt_cli.trained import TrainedModel
@@ -31,9 +33,30 @@ class Candidate:
 
 
 @dataclass
+class Attention:
+    """Where the best translation of a line looked: `weights[i][j]` is how much target piece i drew
+    on source piece j (each row sums to 1), as the tutorial plots it.
+
+    A line translated in parts has its parts' matrices one after the other along the diagonal,
+    each part's target ending in its own `</s>`; the weights between parts are 0.
+    """
+
+    source: list[str]  # the source SentencePiece pieces of the line
+    target: list[str]  # the target pieces of the best translation, then "</s>"
+    weights: list[list[float]]
+
+    def to_json(self) -> dict:
+        """{"source": [...], "target": [...], "weights": [[...]]}, weights to 4 decimals: what
+        `nmt translate --json --attention` and `nmt serve` answer."""
+        weights = [[round(weight, 4) for weight in row] for row in self.weights]
+        return {"source": self.source, "target": self.target, "weights": weights}
+
+
+@dataclass
 class Translation:
     source: str
     candidates: list[Candidate]  # best first; empty for an empty input line
+    attention: Attention | None = None  # the best candidate's, when asked for (none for an empty line)
 
     @property
     def text(self) -> str:
@@ -98,9 +121,10 @@ class Translator:
         beam_size: int,
         n_best: int = 1,
         on_progress: Callable[[int], None] | None = None,
+        attention: bool = False,
     ) -> list[NBest]:
-        """Id sequences in, n-best (ids, score) lists out, in order (see `engines.Engine`)."""
-        return self.engine.search_all(sources, beam_size, n_best, on_progress)
+        """Id sequences in, n-best (ids, score[, attention]) lists out, in order (see `engines.Engine`)."""
+        return self.engine.search_all(sources, beam_size, n_best, on_progress, attention)
 
     def output_texts(self, hypotheses: list[list[int]], tokenized: bool = False) -> list[str]:
         """Target ids to text (see `tokenizer.output_text`)."""
@@ -140,14 +164,18 @@ class Translator:
         tokenized_output: bool = False,
         on_long_input=None,
         chunk_lines: int | None = None,
+        attention: bool = False,
     ) -> Iterator[Translation]:
         """Translations of `lines`, in order, reading and yielding `chunk_lines` (default CHUNK_LINES) at a time.
 
         `on_long_input(line, pieces, longest trained, parts)` hears of every line longer than any
         training sentence, and in how many parts it is split; only the first `MAX_PARTS` are
         translated. A line translated in parts gets one candidate: the parts' best translations
-        joined, scored by their mean.
+        joined, scored by their mean. With `attention`, each translation carries its best
+        candidate's `Attention`.
         """
+        if attention:
+            self.model.check_attention()
         lines = iter(lines)
         while chunk := list(islice(lines, chunk_lines or CHUNK_LINES)):
             prepared = [normalize(line, self.source_style) if normalize_input else line.strip() for line in chunk]
@@ -161,21 +189,37 @@ class Translator:
             # For n-best lists every finished hypothesis is fetched: several can read the same once
             # detokenised (different pieces, same text), and only distinct texts are kept.
             searched = iter(
-                self.translate_ids([s for line in parts for s in line], beam_size, beam_size if n_best > 1 else 1)
+                self.translate_ids(
+                    [s for line in parts for s in line], beam_size, beam_size if n_best > 1 else 1, attention=attention
+                )
             )
             for line, segments in zip(chunk, parts):
                 found = [next(searched) for _ in segments]
-                yield Translation(line, self._candidates(found, n_best, tokenized_output))
+                translation = Translation(line, self._candidates(found, n_best, tokenized_output))
+                if attention and translation.candidates:
+                    translation.attention = self._attention(segments, [hypotheses[0] for hypotheses in found])
+                yield translation
 
-    def _candidates(self, found: list[list[tuple[list[int], float]]], n_best: int, tokenized: bool) -> list[Candidate]:
+    def _candidates(self, found: list[NBest], n_best: int, tokenized: bool) -> list[Candidate]:
         if len(found) > 1:
             best = [hypotheses[0] for hypotheses in found if hypotheses]
-            text = " ".join(self.output_texts([ids for ids, _ in best], tokenized=True))
-            score = sum(score for _, score in best) / max(len(best), 1)
+            text = " ".join(self.output_texts([ids for ids, *_ in best], tokenized=True))
+            score = sum(score for _, score, *_ in best) / max(len(best), 1)
             return [Candidate(output_text(text, self.target_style, tokenized), score)]
         hypotheses = found[0]
-        texts = self.output_texts([h for h, _ in hypotheses], tokenized)
+        texts = self.output_texts([ids for ids, *_ in hypotheses], tokenized)
         distinct: dict[str, float] = {}
-        for text, (_, score) in zip(texts, hypotheses):
+        for text, (_, score, *_) in zip(texts, hypotheses):
             distinct.setdefault(text, score)  # best first, so the first is the best score
         return [Candidate(text, score) for text, score in distinct.items()][:n_best]
+
+    def _attention(self, segments: list[list[int]], best: list[tuple]) -> Attention:
+        """The `Attention` of a line's best translation, from the (ids, score, weights) of each part's best."""
+        source = [self.source_tokenizer.piece(t) for segment in segments for t in segment]
+        target = [self.target_tokenizer.piece(t) for ids, *_ in best for t in [*ids, EOS_ID]]
+        weights = np.zeros((len(target), len(source)), np.float32)
+        row = column = 0
+        for segment, (_, _, part) in zip(segments, best):
+            weights[row : row + len(part), column : column + len(segment)] = part
+            row, column = row + len(part), column + len(segment)
+        return Attention(source, target, weights.tolist())

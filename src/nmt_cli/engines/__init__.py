@@ -1,4 +1,4 @@
-"""Inference engines: one small interface for "source ids in, n-best ids and scores out".
+"""Inference engines: one small interface for "source ids in, n-best ids and scores (and attention) out".
 
     keras        the trained Keras encoder and decoder step models, searched by `decoding.py`
                  (TensorFlow); any architecture, any checkpoint
@@ -8,7 +8,8 @@
 `translation.py` and `evaluation.py` see only `Engine`. Both engines keep the same search:
 `LengthRule` steps at most (`<eos>` forced at the last), beam search with finished hypotheses
 leaving the beam, scores that are log-probabilities over length**alpha (length counting `<eos>`;
-alpha is the length penalty, 1 by default).
+alpha is the length penalty, 1 by default). Asked for attention, both give the last decoder
+layer's attention over the source, its heads averaged (the LSTM with attention: its one).
 
 Importing this package loads neither TensorFlow nor CTranslate2: `open_engine` imports the one
 it needs.
@@ -29,7 +30,10 @@ if TYPE_CHECKING:
 
 ENGINES = ("auto", "ctranslate2", "keras")
 
-NBest = list[tuple[list[int], float]]  # (target ids without <bos>/<eos>, score), best first
+# (target ids without <bos>/<eos>, score), best first; with attention asked for, (ids, score,
+# weights): weights a float32 array (len(ids) + 1, source length), the row of each target id and
+# of the <eos> after them, each row summing to 1.
+NBest = list[tuple]
 
 
 @dataclass(frozen=True)
@@ -68,9 +72,11 @@ class Engine(Protocol):
         beam_size: int,
         n_best: int = 1,
         on_progress: Callable[[int], None] | None = None,
+        attention: bool = False,
     ) -> list[NBest]:
         """Id sequences in, n-best lists out, in order; an empty sequence gets an empty list.
-        `on_progress(sentences)` hears after each batch how many it translated."""
+        `on_progress(sentences)` hears after each batch how many it translated. With `attention`,
+        each hypothesis comes with its attention weights (see `NBest`)."""
 
     def score_all(self, sources: list[list[int]], targets: list[list[int]]) -> list[list[float]]:
         """Forced decoding: for each (source, target) pair, the log-probability of each target

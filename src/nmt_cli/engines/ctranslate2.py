@@ -10,6 +10,11 @@ each with the `LengthRule` of that length.
 Batches are translated in parallel, one thread each (`--threads` of them, by default one per core
 this process may use): for models this size, batches side by side use a CPU better than threads
 inside one batch, int8 most of all (bench/translate_speed.py measures it; see the README).
+
+Attention (`return_attention`) is that of the last decoder layer, heads averaged, as `export.py`
+sets it. CTranslate2's beam search gives a batch's sentences each other's first row (a shorter
+source in a padded batch gets zeros): that row, the same for every hypothesis of a sentence (all
+start with `<bos>`), is taken from one greedy step instead, which gets it right.
 """
 
 from __future__ import annotations
@@ -21,9 +26,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import ctranslate2
+import numpy as np
 
 from nmt_cli.engines import LENGTH_RULE, LengthRule, NBest, Sampling
 from nmt_cli.errors import UserError
+from nmt_cli.tokenizer import EOS_ID
 
 BATCH_SENTENCES = 64  # sentences per batch
 
@@ -74,6 +81,7 @@ class CTranslate2Engine:
         beam_size: int,
         n_best: int = 1,
         on_progress: Callable[[int], None] | None = None,
+        attention: bool = False,
     ) -> list[NBest]:
         results: list[NBest] = [[] for _ in sources]
         by_length: dict[int, list[int]] = defaultdict(list)
@@ -86,8 +94,9 @@ class CTranslate2Engine:
             rows = by_length[length]
             for start in range(0, len(rows), BATCH_SENTENCES):
                 batch = rows[start : start + BATCH_SENTENCES]
+                pieces = [[self.source_pieces[t] for t in sources[i]] for i in batch]
                 found = self.translator.translate_batch(
-                    [[self.source_pieces[t] for t in sources[i]] for i in batch],
+                    pieces,
                     **self._drawing(beam_size),
                     num_hypotheses=n_best,
                     length_penalty=self.length_penalty,
@@ -96,13 +105,19 @@ class CTranslate2Engine:
                     max_decoding_length=self.length_rule.steps(length) - 1,
                     max_input_length=0,
                     return_scores=True,
+                    return_attention=attention,
+                    return_end_token=attention,  # with the row of its step
                     asynchronous=True,
                 )
-                queued.append((batch, found))
-        for batch, found in queued:
-            for i, waiting in zip(batch, found):
+                first_steps = self._steps_after(pieces, [[]] * len(batch)) if attention else found
+                queued.append((batch, pieces, found, first_steps))
+        for batch, pieces, found, first_steps in queued:
+            for i, source, waiting, first_step in zip(batch, pieces, found, first_steps):
                 result = waiting.result()
-                results[i] = [(self._ids(pieces), score) for pieces, score in zip(result.hypotheses, result.scores)]
+                if attention:
+                    results[i] = self._with_attention(source, result, first_step.result().attention[0][0])
+                else:
+                    results[i] = [(self._ids(pieces), score) for pieces, score in zip(result.hypotheses, result.scores)]
             if on_progress is not None:
                 on_progress(len(batch))
         return results
@@ -130,6 +145,35 @@ class CTranslate2Engine:
             max_input_length=0,
         )
         return [list(result.log_probs) for result in found]
+
+    def _with_attention(self, source: list[str], result, first_row: list[float]) -> NBest:
+        """(ids, score, attention rows) of each hypothesis of one source, the first row
+        `first_row`. A hypothesis cut at the length limit has no `<eos>`, nor its row, where the
+        Keras engine forces `<eos>` at the last step: it gets the row of the step after it."""
+        eos = self.target_pieces[EOS_ID]
+        found = []
+        for pieces, score, rows in zip(result.hypotheses, result.scores, result.attention):
+            if pieces and pieces[-1] == eos:
+                pieces = pieces[:-1]
+            else:
+                rows = rows + [self._steps_after([source], [pieces])[0].result().attention[0][-1]]
+            found.append((self._ids(pieces), score, np.asarray([first_row, *rows[1:]], np.float32)))
+        return found
+
+    def _steps_after(self, sources: list[list[str]], prefixes: list[list[str]]) -> list:
+        """Waiting results of one greedy step after each target prefix (all of one length): the
+        last row of each result's attention is that step's."""
+        return self.translator.translate_batch(
+            sources,
+            prefixes,
+            beam_size=1,
+            min_decoding_length=0,
+            max_decoding_length=len(prefixes[0]) + 1,
+            max_input_length=0,
+            return_attention=True,
+            return_end_token=True,
+            asynchronous=True,
+        )
 
     def _ids(self, pieces: list[str]) -> list[int]:
         return [self.target_ids[piece] for piece in pieces]

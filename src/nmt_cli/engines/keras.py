@@ -5,6 +5,7 @@ It serves every architecture and every checkpoint. Loading it loads TensorFlow.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -13,7 +14,7 @@ from nmt_cli.checkpoints import inference_models_of_best
 from nmt_cli.errors import UserError
 
 if TYPE_CHECKING:
-    from nmt_cli.engines import Sampling
+    from nmt_cli.engines import NBest, Sampling
     from nmt_cli.trained import TrainedModel
 
 
@@ -26,18 +27,16 @@ class KerasEngine:
         backend.load_tensorflow(threads)
         from nmt_cli.decoding import Searcher
 
-        self.model_config = model.config.model
+        self.model, self.model_config = model, model.config.model
         self.search_settings = {"length_alpha": length_penalty, "sampling": sampling}
         self.training = None  # the training model, once a checkpoint has been loaded whole
         if model.checkpoint == model.workspace.best and inference_models_of_best(model.workspace):
             # The saved inference models are best.keras' own: loading them skips the training graph.
             from nmt_cli.models import load_keras_model
-            from nmt_cli.models.base import is_step_contract
 
             encoder, decoder = load_keras_model(model.workspace.encoder), load_keras_model(model.workspace.decoder)
-            if is_step_contract(decoder):
-                self.searcher = Searcher(encoder, decoder, **self.search_settings)
-                return
+            self.searcher = Searcher(encoder, decoder, **self.search_settings)
+            return
         self.load_checkpoint(model.checkpoint)
 
     def load_checkpoint(self, checkpoint: Path) -> None:
@@ -56,10 +55,20 @@ class KerasEngine:
         except Exception as error:  # noqa: BLE001 - Keras raises many kinds for a damaged or foreign file
             raise UserError(f"cannot load the weights of {checkpoint}: {str(error).splitlines()[0]}") from None
 
-    @property
-    def search_all(self):
+    def search_all(
+        self,
+        sources: list[list[int]],
+        beam_size: int,
+        n_best: int = 1,
+        on_progress: Callable[[int], None] | None = None,
+        attention: bool = False,
+    ) -> list[NBest]:
         """The searcher's own (`decoding.Searcher.search_all`), for the weights loaded last."""
-        return self.searcher.search_all
+        if attention and not self.searcher.attends:
+            self.model.check_attention()  # refuses an architecture without attention
+            # decoder.keras was saved before decoders gave attention: the checkpoint's graph does.
+            self.load_checkpoint(self.model.checkpoint)
+        return self.searcher.search_all(sources, beam_size, n_best, on_progress, attention)
 
     @property
     def score_all(self):

@@ -6,7 +6,8 @@ three Keras functional graphs, so the three share every weight:
 * the training model: `[source_ids, decoder_input_ids] -> next-token logits` (teacher forcing);
 * the encoder inference model: `source_ids -> {name: tensor}`, the *state* decoding starts from;
 * the decoder inference model, one step:
-  `{"previous_token", "step", **state} -> {"log_probs", **new cache}`.
+  `{"previous_token", "step", **state} -> {"log_probs", **new cache}`, and `"attention"` where
+  the architecture attends over the source.
 
 The state holds two kinds of tensors, told apart by the decoder's outputs alone:
 
@@ -16,7 +17,9 @@ The state holds two kinds of tensors, told apart by the decoder's outputs alone:
   the source mask).
 
 `previous_token` is `(batch, 1)` int32 (`<bos>` first), `step` is `(batch, 1)` int32 (0 first),
-and `log_probs` is `(batch, target vocabulary)`. Every state tensor has the batch on its first
+and `log_probs` is `(batch, target vocabulary)`. `attention`, where there is one, is `(batch,
+source length)` float32: how much this step's prediction drew on each source position (a row of
+the tutorial's attention plot; padding gets 0). Every state tensor has the batch on its first
 axis and its features on its last; the other axes may change from step to step (a cache that
 grows by one position per step). That is all decoding needs to know: search (`decoding.py`)
 repeats the state for each beam and reorders every cache tensor by beam parent with one
@@ -31,18 +34,19 @@ from typing import TYPE_CHECKING
 
 import keras
 from keras import layers as kl
+from keras import ops
 
 if TYPE_CHECKING:
     from nmt_cli.config import ModelConfig
 
-PREVIOUS_TOKEN, STEP, LOG_PROBS = "previous_token", "step", "log_probs"
+PREVIOUS_TOKEN, STEP, LOG_PROBS, ATTENTION = "previous_token", "step", "log_probs", "attention"
 
 
 @dataclass
 class Seq2SeqModels:
     training: keras.Model  # [source_ids, decoder_input_ids] -> next-token logits
     encoder: keras.Model  # source_ids -> {name: state tensor}
-    decoder: keras.Model  # one step: {previous_token, step, **state} -> {log_probs, **new cache}
+    decoder: keras.Model  # one step: {previous_token, step, **state} -> {log_probs, **new cache, [attention]}
 
 
 class Architecture(abc.ABC):
@@ -103,6 +107,7 @@ def next_token_log_probs(logits) -> keras.KerasTensor:
     return kl.Reshape((vocab,), dtype="float32", name=LOG_PROBS)(log_probs)
 
 
-def is_step_contract(decoder: keras.Model) -> bool:
-    """Whether a saved decoder model keeps this contract (models saved before it did not)."""
-    return isinstance(decoder.input, dict) and PREVIOUS_TOKEN in decoder.input and isinstance(decoder.output, dict)
+def attention_row(weights) -> keras.KerasTensor:
+    """One step's attention weights `(batch, [heads,] 1, source length)` as the float32 `attention`
+    output `(batch, source length)`, heads averaged."""
+    return ops.cast(ops.mean(weights, axis=tuple(range(1, len(weights.shape) - 1))), "float32")

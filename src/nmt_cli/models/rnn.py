@@ -12,7 +12,7 @@ projection. No input feeding, so training stays one parallel pass.
 
 In the step contract (models/base.py) the LSTM states `state_h_N`, `state_c_N` of every decoder
 layer are the cache; the attention model's `encoder_outputs`, `attention_keys` and `source_mask`
-are memory.
+are memory, and its step gives its attention weights as `attention` (seq2seq has none).
 """
 
 from __future__ import annotations
@@ -23,9 +23,11 @@ import keras
 from keras import layers as kl
 
 from nmt_cli.models.base import (
+    ATTENTION,
     LOG_PROBS,
     PREVIOUS_TOKEN,
     Architecture,
+    attention_row,
     decoder_input,
     next_token_log_probs,
     source_input,
@@ -118,15 +120,17 @@ class Seq2Seq(Architecture):
             new_states += [h, c]
         return x, new_states
 
-    def features(self, made, decoder_outputs, memory: dict):
-        """What the output projection reads: the decoder outputs themselves."""
-        return decoder_outputs
+    def features(self, made, decoder_outputs, memory: dict) -> tuple:
+        """(what the output projection reads, the attention weights `(batch, target, source)` that
+        chose it, or None without attention): here the decoder outputs themselves, and None."""
+        return decoder_outputs, None
 
     def training_model(self, made, config: ModelConfig) -> keras.Model:
         source_ids, decoder_ids = source_input(), decoder_input()
         memory, states = self.encode(made, config, source_ids, training_graph=True)
         outputs, _ = self.decode(made, config, decoder_ids, states, training_graph=True)
-        logits = made["output_projection"](made["output_dropout"](self.features(made, outputs, memory)))
+        features, _ = self.features(made, outputs, memory)
+        logits = made["output_projection"](made["output_dropout"](features))
         return keras.Model([source_ids, decoder_ids], logits, name=self.graph_name)
 
     def inference_models(self, made, config: ModelConfig) -> tuple[keras.Model, keras.Model]:
@@ -141,12 +145,12 @@ class Seq2Seq(Architecture):
         outputs, new_states = self.decode(
             made, config, inputs[PREVIOUS_TOKEN], list(cache_in.values()), training_graph=False
         )
-        logits = made["output_projection"](self.features(made, outputs, memory_in))
-        decoder = keras.Model(
-            {**inputs, **memory_in, **cache_in},
-            {LOG_PROBS: next_token_log_probs(logits), **dict(zip(cache_in, new_states))},
-            name="decoder",
-        )
+        features, attention = self.features(made, outputs, memory_in)
+        step_outputs = {LOG_PROBS: next_token_log_probs(made["output_projection"](features))}
+        step_outputs.update(zip(cache_in, new_states))
+        if attention is not None:
+            step_outputs[ATTENTION] = attention_row(attention)
+        decoder = keras.Model({**inputs, **memory_in, **cache_in}, step_outputs, name="decoder")
         return encoder, decoder
 
 
@@ -206,8 +210,10 @@ class Attention(Seq2Seq):
         memory = {"encoder_outputs": x, "attention_keys": made["attention_keys"](x), "source_mask": source_mask}
         return memory, states
 
-    def features(self, made, decoder_outputs, memory: dict):
-        context = made["attention"](
-            [decoder_outputs, memory["encoder_outputs"], memory["attention_keys"]], mask=[None, memory["source_mask"]]
+    def features(self, made, decoder_outputs, memory: dict) -> tuple:
+        context, weights = made["attention"](
+            [decoder_outputs, memory["encoder_outputs"], memory["attention_keys"]],
+            mask=[None, memory["source_mask"]],
+            return_attention_scores=True,
         )
-        return made["attention_combine"](made["attention_concat"]([decoder_outputs, context]))
+        return made["attention_combine"](made["attention_concat"]([decoder_outputs, context])), weights

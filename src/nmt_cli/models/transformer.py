@@ -20,7 +20,8 @@ with plain Keras.
 
 In the step contract (models/base.py) the cache is `self_keys_N`/`self_values_N` of every
 decoder layer, `(batch, steps so far, units)`; the memory is `source_mask` and the encoder's
-`cross_keys_N`/`cross_values_N` for every decoder layer.
+`cross_keys_N`/`cross_values_N` for every decoder layer; `attention` is the last decoder layer's
+attention over the source, its heads averaged.
 
 With `--tie-embeddings` the decoder's embedding matrix also scores the vocabulary (Press and
 Wolf, 2017): one registered layer, `ReversibleEmbedding`, as in KerasHub. Those models need
@@ -38,10 +39,12 @@ from keras import layers as kl
 from keras import ops
 
 from nmt_cli.models.base import (
+    ATTENTION,
     LOG_PROBS,
     PREVIOUS_TOKEN,
     STEP,
     Architecture,
+    attention_row,
     decoder_input,
     next_token_log_probs,
     source_input,
@@ -136,7 +139,8 @@ class Transformer(Architecture):
         return kl.Reshape((-1, heads, x.shape[-1] // heads))(x)
 
     def _attend(self, config: ModelConfig, query, keys, values, bias):
-        """Scaled dot-product attention of every head; `bias` (None: none) is added to the scores."""
+        """Scaled dot-product attention of every head: (context, weights `(batch, heads, queries,
+        keys)`); `bias` (None: none) is added to the scores."""
         heads = config.heads
         q, k, v = (self._split_heads(x, heads) for x in (query, keys, values))
         q = q * (1.0 / math.sqrt(config.units // heads))
@@ -145,7 +149,7 @@ class Transformer(Architecture):
             scores = scores + ops.cast(bias, q.dtype)
         weights = ops.softmax(scores, axis=-1)
         context = ops.einsum("bhqk,bkhd->bqhd", weights, v)
-        return kl.Reshape((-1, config.units))(context)
+        return kl.Reshape((-1, config.units))(context), weights
 
     @staticmethod
     def _padding_bias(source_mask):
@@ -184,13 +188,14 @@ class Transformer(Architecture):
 
     def _self_attention(self, made, config: ModelConfig, block: str, x, bias, dropout: float):
         q, k, v = ops.split(made[f"{block}_self_attention_qkv"](made[f"{block}_self_attention_norm"](x)), 3, axis=-1)
-        h = made[f"{block}_self_attention_output"](self._attend(config, q, k, v, bias))
-        return self._residual(x, h, dropout)
+        context, _ = self._attend(config, q, k, v, bias)
+        return self._residual(x, made[f"{block}_self_attention_output"](context), dropout)
 
     def _cross_attention(self, made, config: ModelConfig, block: str, y, keys, values, bias, dropout: float):
+        """(the block's output, its attention weights over the source `(batch, heads, target, source)`)."""
         query = made[f"{block}_cross_attention_query"](made[f"{block}_cross_attention_norm"](y))
-        h = made[f"{block}_cross_attention_output"](self._attend(config, query, keys, values, bias))
-        return self._residual(y, h, dropout)
+        context, weights = self._attend(config, query, keys, values, bias)
+        return self._residual(y, made[f"{block}_cross_attention_output"](context), dropout), weights
 
     @staticmethod
     def _logits(made, y):
@@ -212,7 +217,7 @@ class Transformer(Architecture):
             block = f"decoder_layer_{i}"
             y = self._self_attention(made, config, block, y, causal_bias, dropout)
             keys, values = ops.split(made[f"{block}_cross_attention_kv"](memory), 2, axis=-1)
-            y = self._cross_attention(made, config, block, y, keys, values, source_bias, dropout)
+            y, _ = self._cross_attention(made, config, block, y, keys, values, source_bias, dropout)
             y = self._feed_forward(made, block, y, dropout)
         return keras.Model([source_ids, decoder_ids], self._logits(made, y), name="transformer")
 
@@ -242,14 +247,14 @@ class Transformer(Architecture):
             # Every cached position is at or before this one: no mask is needed.
             keys = cache[f"self_keys_{i}"] = ops.concatenate([state_in[f"self_keys_{i}"], k], axis=1)
             values = cache[f"self_values_{i}"] = ops.concatenate([state_in[f"self_values_{i}"], v], axis=1)
-            h = made[f"{block}_self_attention_output"](self._attend(config, q, keys, values, None))
-            y = y + h
-            y = self._cross_attention(
+            context, _ = self._attend(config, q, keys, values, None)
+            y = y + made[f"{block}_self_attention_output"](context)
+            y, cross_weights = self._cross_attention(
                 made, config, block, y, state_in[f"cross_keys_{i}"], state_in[f"cross_values_{i}"], source_bias, 0.0
             )
             y = self._feed_forward(made, block, y, 0.0)
         logits = self._logits(made, y)
-        decoder = keras.Model(
-            {**inputs, **state_in}, {LOG_PROBS: next_token_log_probs(logits), **cache}, name="decoder"
-        )
+        # The last layer's attention over the source, as CTranslate2 reports it (export.py).
+        outputs = {LOG_PROBS: next_token_log_probs(logits), **cache, ATTENTION: attention_row(cross_weights)}
+        decoder = keras.Model({**inputs, **state_in}, outputs, name="decoder")
         return encoder, decoder

@@ -21,7 +21,6 @@ import secrets
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
@@ -67,16 +66,9 @@ class NativeRequest(BaseModel):
 
 
 def attention_refusal(model: TrainedModel) -> str | None:
-    """Why this server cannot return attention for `model`, or None when it can.
-
-    The seam for the engines' attention (issue 18): `TrainedModel.check_attention` refuses a model
-    that has none; before the engines return attention, no model can.
-    """
-    check = getattr(model, "check_attention", None)
-    if check is None:
-        return "attention needs an engine that returns it; this version of nmt has none"
+    """Why this server cannot return attention for `model`, or None when it can."""
     try:
-        check()
+        model.check_attention()
     except UserError as why:
         return str(why)
     return None
@@ -270,8 +262,7 @@ def create_app(model: TrainedModel, queue: TranslationQueue, options: ServeOptio
 
 
 def _attention_of(result: Translation) -> dict | None:
-    attention = getattr(result, "attention", None)
-    return asdict(attention) if attention is not None else None
+    return result.attention.to_json() if result.attention is not None else None
 
 
 def _whole_number(value: Any, name: str, least: int, most: int) -> int:

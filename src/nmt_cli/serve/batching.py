@@ -151,9 +151,10 @@ class TranslationQueue:
     def _translate(self, batch: list[_Request]) -> None:
         search = batch[0].search
         lines = [line for request in batch for line in request.lines]
-        options = {"attention": True} if search.attention else {}
         try:
-            results = list(self.translator.translate(lines, search.beam_size, search.n_best, **options))
+            results = list(
+                self.translator.translate(lines, search.beam_size, search.n_best, attention=search.attention)
+            )
         except Exception as error:  # noqa: BLE001 - each request hears why its batch failed
             for request in batch:
                 request.answer.set_exception(error)
