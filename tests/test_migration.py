@@ -9,7 +9,14 @@ import shutil
 import pytest
 
 from nmt_cli import files
-from nmt_cli.checkpoints import BestStamp, Position, best_position, forget_after, resume_points
+from nmt_cli.checkpoints import (
+    BestStamp,
+    Position,
+    best_position,
+    forget_after,
+    inference_models_of_best,
+    resume_points,
+)
 from nmt_cli.config import ModelConfig, RunConfig, load_config
 from nmt_cli.errors import UserError
 from nmt_cli.history import COLUMNS, read_history
@@ -55,8 +62,24 @@ def test_a_directory_from_before_today_opens_as_today_and_is_written_once(worksp
     assert [row.epoch for row in rows] == [1, 2] and rows[1].val_loss == 2.0
     assert all(math.isnan(row.val_bleu) and math.isnan(row.steps) for row in rows)
     stamp = BestStamp.read(workspace)
-    assert stamp.position == Position(2) and stamp.epoch == 2 and not stamp.complete  # never checked as a set
+    assert stamp.position == Position(2) and stamp.epoch == 2 and not stamp.complete  # its files are not all here
     assert migrate(workspace) == []  # today's directory: nothing written
+
+
+def test_an_older_best_model_becomes_a_resume_point_that_a_resume_keeps(workspace):
+    # Before digests, best.json was written once its three files were saved: they belong together.
+    for path in (workspace.best, workspace.encoder, workspace.decoder):
+        path.write_text(path.name)
+    workspace.checkpoint(1).write_text("epoch 1")
+    workspace.best_stamp.write_text('{"epoch": 2, "position": {"epochs": 2, "batches": 0}, "by": "loss"}\n')
+    migrate(workspace)
+    stamp = BestStamp.read(workspace)
+    assert stamp.complete and stamp.sha256 == {
+        p.name: files.sha256(p) for p in (workspace.best, workspace.encoder, workspace.decoder)
+    }
+    assert resume_points(workspace)[0] == (Position(2), workspace.best)
+    forget_after(workspace, Position(2))  # where a resume then starts
+    assert workspace.best.read_text() == "best.keras" and inference_models_of_best(workspace)
 
 
 def test_a_current_directory_is_left_as_it_is(workspace):

@@ -8,9 +8,11 @@ current directory writes nothing:
   with (their defaults then, which are today's for its architecture); a data directory stored
   relative to where `nmt train` ran (as it once was) is stored relative to the model directory.
 * `history.csv`: columns added since (`val_bleu`, `steps`) are written as NaN: unknown.
-* `checkpoints/best.json`: a stamp that names only an epoch is an end of epoch, with no digests
-  (its files were not checked as a set); `{"saving": true}`, a save cut short before saves
-  were staged, is an unfinished stamp that names no files.
+* `checkpoints/best.json`: a stamp without digests gets those of its files (before digests, a
+  stamp was written only once its files were all saved: they belong together), so an older best
+  model is a resume point, never dropped by a resume; one that names only an epoch is that
+  epoch's end; `{"saving": true}`, a save cut short before saves were staged, is an unfinished
+  stamp that names no files.
 
 A directory with no `config.json` is not a model directory: nothing is done.
 """
@@ -114,14 +116,17 @@ def _best_stamp(text: str, workspace: Workspace) -> str | None:
         raw = json.loads(text)
     except ValueError:
         return None
-    if not isinstance(raw, dict) or "position" in raw:
+    if not isinstance(raw, dict) or "sha256" in raw:
         return None
     if raw.get("saving"):
         stamp = BestStamp(None, None, unfinished=True)
     else:
         try:
             epoch = int(raw["epoch"])
+            position = Position(**raw["position"]) if "position" in raw else Position(epoch)
         except (KeyError, TypeError, ValueError):
             return None
-        stamp = BestStamp(Position(epoch), epoch)
+        _, paths = BestStamp.files_of(workspace)
+        digests = {path.name: files.sha256(path) for path in paths} if all(p.is_file() for p in paths) else None
+        stamp = BestStamp(position, epoch, raw.get("by"), raw.get("figure"), sha256=digests)
     return json.dumps(stamp.to_json()) + "\n"
