@@ -265,7 +265,7 @@ class TrainingConfig:
     )
     best_by: str = option(
         "bleu",
-        "Which validation figure picks checkpoints/best.keras: dev BLEU (greedy search, computed every epoch) "
+        "Which validation figure picks checkpoints/best.keras: dev BLEU (greedy search, at every validation) "
         "or loss (BLEU is then not computed).",
         choices=("bleu", "loss"),
         panel=SAVING,
