@@ -385,7 +385,8 @@ def _dev_figures(model: keras.Model, dev_batches: ParallelBatches, label_smoothi
     epochs alike, so every history row is measured the same way (and across workers, every
     worker validates on the whole split: the same figures everywhere)."""
 
-    @tf.function
+    # Dev batches come in many lengths: one trace that generalises over them, not one per length.
+    @tf.function(reduce_retracing=True)
     def evaluate_step(inputs, target):
         logits = model(inputs, training=False)
         total, tokens = token_loss_sum(target, logits, label_smoothing)
