@@ -121,8 +121,14 @@ def main() -> None:
     from nmt_cli.backend import load_tensorflow
 
     load_tensorflow()
-    peaks = {dtype: matmul_peak(dtype) for dtype in ("float32", "bfloat16")}
-    print(f"matmul peak: float32 {peaks['float32']:.0f} GFLOP/s, bfloat16 {peaks['bfloat16']:.0f} GFLOP/s", flush=True)
+    from nmt_cli.distribute import cpu_has_bfloat16
+
+    # Without bfloat16 instructions (or under an ONEDNN_MAX_CPU_ISA cap below them) oneDNN has no
+    # bfloat16 matmul, and asking for one aborts the process.
+    dtypes = ("float32", "bfloat16") if cpu_has_bfloat16() else ("float32",)
+    peaks = {dtype: matmul_peak(dtype) for dtype in dtypes}
+    bfloat16 = f"{peaks['bfloat16']:.0f} GFLOP/s" if "bfloat16" in peaks else "unavailable"
+    print(f"matmul peak: float32 {peaks['float32']:.0f} GFLOP/s, bfloat16 {bfloat16}", flush=True)
     for name in [args.only] if args.only else CONFIGS:
         command = [sys.executable, __file__, "--data-dir", str(args.data_dir), "--steps", str(args.steps)]
         run = subprocess.run(
@@ -133,10 +139,9 @@ def main() -> None:
         result = json.loads(run.stdout.strip().splitlines()[-1])
         share = ""
         if result["gflops"] == result["gflops"]:  # not NaN: a Transformer, whose work is counted
-            share = (
-                f", {result['gflops']:.0f} GFLOP/s = {result['gflops'] / peaks['float32']:.0%} of the float32 peak, "
-                f"{result['gflops'] / peaks['bfloat16']:.0%} of the bfloat16 peak"
-            )
+            share = f", {result['gflops']:.0f} GFLOP/s = {result['gflops'] / peaks['float32']:.0%} of the float32 peak"
+            if "bfloat16" in peaks:
+                share += f", {result['gflops'] / peaks['bfloat16']:.0%} of the bfloat16 peak"
         print(
             f"{name}: {result['target_tokens_per_second']} target tokens/s, {result['seconds_per_epoch']} s/epoch "
             f"({result['batches_per_epoch']} batches), peak RSS {result['peak_rss_mb']} MB, "

@@ -23,12 +23,32 @@ def token_loss_sum(y_true, y_pred, label_smoothing: float = 0.0):
     so that the workers' losses add up to the one-worker mean.
     """
     y_true = ops.cast(y_true, "int32")
-    log_probs = ops.log_softmax(ops.cast(y_pred, "float32"), axis=-1)
-    token_loss = -ops.squeeze(ops.take_along_axis(log_probs, ops.expand_dims(y_true, -1), axis=-1), -1)
+    logits = ops.cast(y_pred, "float32")
+    token_loss = target_cross_entropy(y_true, logits)
     if label_smoothing:
-        token_loss = (1.0 - label_smoothing) * token_loss - label_smoothing * ops.mean(log_probs, axis=-1)
+        # Minus the mean log-probability over the vocabulary: logsumexp - mean(logits).
+        uniform = ops.logsumexp(logits, axis=-1) - ops.mean(logits, axis=-1)
+        token_loss = (1.0 - label_smoothing) * token_loss + label_smoothing * uniform
     weights = _not_padding(y_true)
     return ops.sum(token_loss * weights), ops.sum(weights)
+
+
+def target_cross_entropy(y_true, logits):
+    """-log p(target) at every position, from float32 logits `(..., vocabulary)`.
+
+    On a CPU, TensorFlow's fused kernel, which is deterministic there: with op determinism on,
+    `tf.nn.sparse_softmax_cross_entropy_with_logits` would take the target's log-probability with
+    a gather instead, whose gradient scatters into a zero tensor of the logits' size, one of the
+    costliest operations of a Transformer's training step. On a GPU the fused kernel is not
+    deterministic, and the public function chooses.
+    """
+    if tf.config.list_logical_devices("GPU"):
+        return tf.nn.sparse_softmax_cross_entropy_with_logits(y_true, logits)
+    vocabulary = tf.shape(logits)[-1]
+    losses, _ = tf.raw_ops.SparseSoftmaxCrossEntropyWithLogits(
+        features=tf.reshape(logits, [-1, vocabulary]), labels=tf.reshape(y_true, [-1])
+    )
+    return tf.reshape(losses, tf.shape(y_true))
 
 
 @keras.saving.register_keras_serializable(package="nmt")
